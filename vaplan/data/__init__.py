@@ -1,0 +1,1 @@
+"""Data containers, the LLP annotation loader and the feature store."""

@@ -1,0 +1,70 @@
+"""Pseudo-label generation (PLG, Eq. 3-4) and its quality report (the columns of Tables 1-4).
+
+Teacher probabilities s_t (softmax over classes of raw cosine similarities, Eq. 3) are
+thresholded per segment and masked by the video label: Y_t = 1[s_t >= tau] * y. The
+video-level pseudo label is y_c = 1[sum_t Y_{t,c} > 0].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vaplan.config import PLGConfig
+from vaplan.data.types import PseudoLabels, TeacherScores
+from vaplan.metrics import modality_scores, video_precision
+from vaplan.prompts import prompt_modality
+
+
+def check_threshold(name: str, value: float) -> None:
+    """Thresholds are probabilities: refuse anything outside (0, 1), naming the option."""
+    if not 0.0 < float(value) < 1.0:
+        raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
+
+
+def threshold_segments(probs: np.ndarray, video_labels: np.ndarray,
+                       threshold: float) -> np.ndarray:
+    """Segment pseudo labels 1[s >= tau] * y: probs (N,T,C), video_labels (N,C) -> (N,T,C) uint8."""
+    check_threshold("threshold", threshold)
+    probs = np.asarray(probs)
+    if probs.ndim != 3 or probs.shape[0] != video_labels.shape[0] or probs.shape[2] != video_labels.shape[1]:
+        raise ValueError(f"teacher probabilities {probs.shape} do not match video labels "
+                         f"{video_labels.shape}; expected (N, T, C) and (N, C)")
+    above = probs >= threshold  # (N, T, C)
+    return (above & video_labels.astype(bool)[:, None, :]).astype(np.uint8)
+
+
+def generate_pseudo_labels(teachers: TeacherScores, video_labels: np.ndarray,
+                           plg: PLGConfig) -> PseudoLabels:
+    """PLG for both modalities with the prompt sets and thresholds of `plg`."""
+    for option, pid, modality in (("plg.visual_prompt", plg.visual_prompt, "visual"),
+                                  ("plg.audio_prompt", plg.audio_prompt, "audio")):
+        if prompt_modality(pid) != modality:
+            raise ValueError(f"{option}={pid!r} is not a {modality} prompt set")
+    check_threshold("plg.visual_threshold", plg.visual_threshold)
+    check_threshold("plg.audio_threshold", plg.audio_threshold)
+    visual = threshold_segments(teachers.get(plg.visual_prompt), video_labels, plg.visual_threshold)
+    audio = threshold_segments(teachers.get(plg.audio_prompt), video_labels, plg.audio_threshold)
+    return PseudoLabels(seg_audio=audio, seg_visual=visual)
+
+
+def label_quality(seg_labels: np.ndarray, gt_seg: np.ndarray) -> dict[str, float]:
+    """Quality of one modality's segment labels against ground truth (percent).
+
+    video_precision: per-video precision of the video-level labels; seg/event: the AVVP
+    segment- and event-level F of that modality; average: (seg + event) / 2 (Tables 2-4).
+    """
+    scores = modality_scores(seg_labels, gt_seg)
+    return {"video_precision": video_precision(seg_labels.max(axis=1), gt_seg.max(axis=1)),
+            "seg": scores["seg"], "event": scores["event"],
+            "average": (scores["seg"] + scores["event"]) / 2}
+
+
+def pseudo_label_report(pseudo: PseudoLabels, gt_audio: np.ndarray,
+                        gt_visual: np.ndarray) -> dict[str, float]:
+    """Flat {"audio/seg": ..., "visual/video_precision": ...} quality of both modalities."""
+    report = {}
+    for modality, labels, gt in (("audio", pseudo.seg_audio, gt_audio),
+                                 ("visual", pseudo.seg_visual, gt_visual)):
+        for key, value in label_quality(labels, gt).items():
+            report[f"{modality}/{key}"] = value
+    return report
