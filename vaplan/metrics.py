@@ -32,17 +32,59 @@ def _as_bool(name: str, array: np.ndarray) -> np.ndarray:
     return array.astype(bool)
 
 
+def segment_codes(binary: np.ndarray) -> np.ndarray:
+    """Pack the T segments of every (video, class) into one integer: (N,T,C) -> (N,C) int64."""
+    binary = np.asarray(binary).astype(bool)
+    codes = np.zeros((binary.shape[0], binary.shape[2]), dtype=np.int64)
+    for t in range(binary.shape[1]):
+        codes |= binary[:, t, :].astype(np.int64) << t
+    return codes
+
+
+def _popcount(codes: np.ndarray) -> np.ndarray:
+    count = np.zeros(codes.shape, dtype=np.int64)
+    work = codes.copy()
+    while work.any():
+        count += work & 1
+        work >>= 1
+    return count
+
+
+def _segment_counts_from_codes(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """(TP, FP, FN) per (video, class) from packed codes: (3, N, C)."""
+    return np.stack([_popcount(pred & gt), _popcount(pred & ~gt), _popcount(~pred & gt)])
+
+
+def _event_counts_from_codes(pred: np.ndarray, gt: np.ndarray, length: int) -> np.ndarray:
+    """(TP, FP, FN) of run matching per (video, class) from packed codes: (3, N, C).
+
+    Only the distinct (prediction, truth) pairs of non-empty rows are matched, then scattered.
+    """
+    key = (pred << length) | gt  # (N, C)
+    counts = np.zeros((3,) + key.shape, dtype=np.int64)
+    active = key != 0
+    if not active.any():
+        return counts
+    unique, inverse = np.unique(key[active], return_inverse=True)
+    bits = np.arange(length)
+    pred_rows = ((unique[:, None] >> (bits + length)) & 1).astype(bool)  # (U, T)
+    gt_rows = ((unique[:, None] >> bits) & 1).astype(bool)
+    counts[:, active] = _match_runs(pred_rows, gt_rows)[:, inverse]
+    return counts
+
+
 def segment_counts(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """Segment-level (TP, FP, FN) per video and class: (3, N, C) int."""
-    pred, gt = pred.astype(bool), gt.astype(bool)
-    tp = np.sum(pred & gt, axis=1)
-    fp = np.sum(pred & ~gt, axis=1)
-    fn = np.sum(~pred & gt, axis=1)
-    return np.stack([tp, fp, fn]).astype(np.int64)
+    return _segment_counts_from_codes(segment_codes(pred), segment_codes(gt))
+
+
+def event_counts(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Event-level (TP, FP, FN) per video and class: (3, N, C) int."""
+    return _event_counts_from_codes(segment_codes(pred), segment_codes(gt), np.shape(pred)[1])
 
 
 def _runs(binary: np.ndarray, max_runs: int) -> tuple[np.ndarray, np.ndarray]:
-    """Runs of 1s per row of a (R, T) bool array -> start, end (R, max_runs), -1 where absent."""
+    """Runs of 1s per row of a (R, T) bool array -> start, end (R, K), -1 where absent."""
     rows, length = binary.shape
     padded = np.zeros((rows, length + 2), dtype=np.int8)
     padded[:, 1:-1] = binary
@@ -57,17 +99,6 @@ def _runs(binary: np.ndarray, max_runs: int) -> tuple[np.ndarray, np.ndarray]:
     starts[start_row, rank] = start_pos
     ends[start_row, rank] = end_pos
     return starts, ends
-
-
-def event_counts(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """Event-level (TP, FP, FN) per video and class: (3, N, C) int."""
-    n, t, c = pred.shape
-    flat = lambda a: np.transpose(a, (0, 2, 1)).reshape(n * c, t).astype(bool)  # noqa: E731
-    pred_rows, gt_rows = flat(pred), flat(gt)  # (R, T) with R = N*C
-    active = pred_rows.any(axis=1) | gt_rows.any(axis=1)  # most (video, class) rows are empty
-    counts = np.zeros((3, n * c), dtype=np.int64)
-    counts[:, active] = _match_runs(pred_rows[active], gt_rows[active])
-    return counts.reshape(3, n, c)
 
 
 def _match_runs(pred_rows: np.ndarray, gt_rows: np.ndarray) -> np.ndarray:
@@ -108,13 +139,16 @@ def avvp_scores(pred_audio: np.ndarray, pred_visual: np.ndarray,
     if not (pa.shape == pv.shape == ga.shape == gv.shape):
         raise ValueError(f"shape mismatch: pred_audio {pa.shape}, pred_visual {pv.shape}, "
                          f"gt_audio {ga.shape}, gt_visual {gv.shape}")
+    length = pa.shape[1]
+    ca, cv, cga, cgv = (segment_codes(x) for x in (pa, pv, ga, gv))  # (N, C) packed segments
+    counters = {"seg": _segment_counts_from_codes,
+                "evt": lambda p, g: _event_counts_from_codes(p, g, length)}
     scores: dict[str, float] = {}
-    for level, count in (("seg", segment_counts), ("evt", event_counts)):
-        a, v, av = count(pa, ga), count(pv, gv), count(pa & pv, ga & gv)
-        f_a, f_v, f_av = video_f(a), video_f(v), video_f(av)
-        scores[f"{level}_a"] = 100 * float(f_a.mean())
-        scores[f"{level}_v"] = 100 * float(f_v.mean())
-        scores[f"{level}_av"] = 100 * float(f_av.mean())
+    for level, count in counters.items():
+        a, v, av = count(ca, cga), count(cv, cgv), count(ca & cv, cga & cgv)
+        scores[f"{level}_a"] = 100 * float(video_f(a).mean())
+        scores[f"{level}_v"] = 100 * float(video_f(v).mean())
+        scores[f"{level}_av"] = 100 * float(video_f(av).mean())
         scores[f"{level}_type"] = (scores[f"{level}_a"] + scores[f"{level}_v"]
                                    + scores[f"{level}_av"]) / 3
         scores[f"{level}_event"] = 100 * float(video_f(a + v).mean())
