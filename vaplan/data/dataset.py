@@ -17,7 +17,7 @@ import numpy as np
 from vaplan.config import DataConfig
 from vaplan.data.features import load_feature_store
 from vaplan.data.llp import load_split
-from vaplan.data.types import Dataset, Features, SplitData
+from vaplan.data.types import Dataset, SplitData
 
 SPLITS = ("train", "val", "test")
 
@@ -43,7 +43,8 @@ def _require_path(option: str, value: str) -> Path:
 
 
 def _load_llp(cfg: DataConfig) -> Dataset:
-    from vaplan.teachers.cache import load_cached_embeddings, load_teacher_scores, read_cache_meta
+    from vaplan.teachers.cache import load_teacher_scores, read_cache_meta
+    from vaplan.teachers.features import load_clip_clap_features
 
     cache = _require_path("data.teacher_cache", cfg.teacher_cache)
     splits: dict[str, SplitData] = {}
@@ -53,9 +54,7 @@ def _load_llp(cfg: DataConfig) -> Dataset:
         ids = [str(v) for v in split.video_ids]
         teachers[name] = load_teacher_scores(cache, ids, allow_random=cfg.allow_random_teachers)
         if cfg.feature_set == "clip_clap":
-            split.features = Features(
-                audio=load_cached_embeddings(cache, "audio", ids, cfg.allow_random_teachers),
-                visual=load_cached_embeddings(cache, "visual", ids, cfg.allow_random_teachers))
+            split.features = load_clip_clap_features(cache, ids, cfg.allow_random_teachers)
         else:
             store = _require_path("data.feature_dir", cfg.feature_dir) / name
             split.features = load_feature_store(store, ids)
