@@ -248,8 +248,10 @@ def train_han(cfg: TrainConfig, train: SplitData, targets: TrainTargets,
             if best_state is None or score > best_score or val is None:
                 best_state = copy.deepcopy(model.state_dict())
                 best_epoch, best_score = epoch, score
-            bar.update(task, description=f"epoch {epoch}/{cfg.epochs} loss {loss:.4f} "
-                                         f"{cfg.select_metric} {score:.2f}")
+            line = f"epoch {epoch}/{cfg.epochs} loss {loss:.4f} {cfg.select_metric} {score:.2f}"
+            bar.update(task, description=line)
+            if progress and not bar.console.is_terminal:  # logs (CI, Ray jobs): one line per epoch
+                bar.console.print(f"{line} ({stats.seconds:.1f} s)")
             if on_epoch is not None:
                 on_epoch(stats)
     if best_state is not None:
