@@ -36,11 +36,12 @@ def example():
     return out, targets, arrays
 
 
-def np_richness(P, Y, y, use_cr=True, use_sr=True):
+def np_richness(P, Y, y, use_cr=True, use_sr=True):  # noqa: N803
     """Eq. 6-8 for one modality, written out explicitly with loops."""
     total = 0.0
     if use_cr:
-        pcr = np.array([[P[b, t].sum() / y[b].sum() for t in range(T)] for b in range(B)])
+        # predicted richness counts only the video's classes (P masked by y), like Y
+        pcr = np.array([[(P[b, t] * y[b]).sum() / y[b].sum() for t in range(T)] for b in range(B)])
         cr = np.array([[Y[b, t].sum() / y[b].sum() for t in range(T)] for b in range(B)])
         total += np_bce(np.clip(pcr, 1e-6, 1 - 1e-6), cr)
     if use_sr:
@@ -146,3 +147,20 @@ def test_loss_backpropagates_to_model():
                             BatchTargets(y, y, y, seg, seg))
     total.backward()
     assert model.fc_prob.weight.grad.abs().sum() > 0
+
+
+def test_category_richness_gradient_survives_unbounded_sums():
+    """At initialisation sum_c P over 25 classes is ~12: the masked ratio stays in [0, 1] and
+    the cr term keeps a finite, non-zero gradient (an unmasked ratio would be clamped to 1)."""
+    torch.manual_seed(0)
+    logits = torch.zeros(2, T, 2, C, requires_grad=True)
+    seg = torch.sigmoid(logits)  # all 0.5
+    y = torch.zeros(2, C)
+    y[:, :2] = 1
+    out = HANOutput(seg[:, 0, 0], seg[:, 0, 0], seg[:, 0, 1], seg, seg, seg)
+    targets = BatchTargets(y, y, y, seg_audio=torch.zeros(2, T, C), seg_visual=torch.zeros(2, T, C))
+    loss = sum(richness_loss(out, targets, use_category=True, use_segment=False).values())
+    loss.backward()
+    grad = logits.grad
+    assert torch.isfinite(grad).all() and grad[:, :, :, :2].abs().sum() > 0
+    assert grad[:, :, :, 2:].abs().sum() == 0  # classes outside the video label do not count

@@ -99,7 +99,11 @@ def richness_loss(out: HANOutput, targets: BatchTargets, use_category: bool = Tr
         prob = out.seg[:, :, m]  # (B, T, C) P^m
         labels = targets.seg(name)  # (B, T, C) Ŷ^m
         if use_category:
-            pcr = category_richness(prob, targets.video_labels).clamp(RATIO_EPS, 1 - RATIO_EPS)
+            # Only the video's classes count: unmasked, sum_c P_tc over all 25 classes exceeds
+            # sum_c y_c (e.g. 12.5 / 1.6 at initialisation), the ratio leaves [0, 1], the BCE
+            # is undefined there and the clamp would silence the term. Y is masked the same way.
+            masked = prob * targets.video_labels[:, None, :]  # (B, T, C)
+            pcr = category_richness(masked, targets.video_labels).clamp(RATIO_EPS, 1 - RATIO_EPS)
             cr = category_richness(labels, targets.video_labels).clamp(0.0, 1.0)  # (B, T)
             parts[f"cr_{name}"] = bce(pcr, cr)
         if use_segment:

@@ -1,0 +1,157 @@
+"""Files the pipeline writes: pseudo-label Parquet tables, JSON, digests; all written atomically.
+
+Pseudo-label table (one row per video x segment x modality; schema in docs/pipelines.md):
+
+    split string, video_id string, segment int8, modality string ("audio" | "visual"),
+    stage string ("plg" | "pld"), prompt string, labels list<string> (class names of the
+    segment's label set), video_labels list<string> (the weak video label y),
+    teacher_prob fixed_size_list<float32>[25] (Eq. 3 probabilities of the prompt set)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vaplan.categories import CLASS_INDEX, CLASSES, NUM_CLASSES
+from vaplan.config import PLGConfig
+from vaplan.data.types import PseudoLabels, TeacherScores
+
+MODALITIES = ("audio", "visual")
+LabelSplits = dict[str, tuple[np.ndarray, PseudoLabels]]  # split -> (video_ids (N,), labels)
+LABEL_SCHEMA = pa.schema([
+    ("split", pa.string()), ("video_id", pa.string()), ("segment", pa.int8()),
+    ("modality", pa.string()), ("stage", pa.string()), ("prompt", pa.string()),
+    ("labels", pa.list_(pa.string())), ("video_labels", pa.list_(pa.string())),
+    ("teacher_prob", pa.list_(pa.float32(), NUM_CLASSES)),
+])
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; os.replace it into place when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Atomically write pretty, key-sorted JSON."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    return Path(path)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes (streamed)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _name_lists(mask: np.ndarray) -> pa.ListArray:
+    """(R, C) {0,1} -> list<string> of the class names set in each row (vectorised)."""
+    rows, cols = np.nonzero(mask)
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=mask.shape[0]))])
+    values = pa.array(np.asarray(CLASSES, dtype=object)[cols], type=pa.string())
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
+
+
+def _modality_block(split: str, video_ids: np.ndarray, seg: np.ndarray, video: np.ndarray,
+                    probs: np.ndarray | None, modality: str, stage: str,
+                    prompt: str) -> pa.Table:
+    """Rows of one split and modality: (N*T) rows in video-major, segment-minor order."""
+    n, t, c = seg.shape
+    rows = n * t
+    probs = np.full((n, t, c), np.nan, np.float32) if probs is None else probs
+    flat_probs = pa.array(np.asarray(probs, np.float32).reshape(-1))
+    columns = {
+        "split": pa.array([split] * rows, pa.string()),
+        "video_id": pa.array(np.repeat(np.asarray(video_ids, dtype=object), t), pa.string()),
+        "segment": pa.array(np.tile(np.arange(t, dtype=np.int8), n)),
+        "modality": pa.array([modality] * rows, pa.string()),
+        "stage": pa.array([stage] * rows, pa.string()),
+        "prompt": pa.array([prompt] * rows, pa.string()),
+        "labels": _name_lists(seg.reshape(rows, c)),
+        "video_labels": _name_lists(np.repeat(video, t, axis=0)),
+        "teacher_prob": pa.FixedSizeListArray.from_arrays(flat_probs, c),
+    }
+    return pa.table(columns, schema=LABEL_SCHEMA)
+
+
+def labels_table(stage: str, splits: LabelSplits, video_labels: dict[str, np.ndarray],
+                 teachers: dict[str, TeacherScores], plg: PLGConfig) -> pa.Table:
+    """The pseudo-label table of `splits` (see the module docstring for the schema)."""
+    blocks = []
+    for split, (video_ids, labels) in splits.items():
+        scores = teachers.get(split)
+        for modality, seg, prompt in (("audio", labels.seg_audio, plg.audio_prompt),
+                                      ("visual", labels.seg_visual, plg.visual_prompt)):
+            probs = scores.probs.get(prompt) if scores is not None else None
+            blocks.append(_modality_block(split, video_ids, seg, video_labels[split], probs,
+                                          modality, stage, prompt))
+    return pa.concat_tables(blocks)
+
+
+def write_labels(path: str | os.PathLike, table: pa.Table) -> Path:
+    """Atomically write a pseudo-label table as Parquet (zstd)."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return Path(path)
+
+
+def _segment_array(table: pa.Table, video_index: dict[str, int], n: int) -> np.ndarray:
+    """(N, T, C) uint8 from the rows of one split and modality."""
+    segments = table.column("segment").to_numpy().astype(np.int64)
+    t = int(segments.max()) + 1 if len(segments) else 10
+    out = np.zeros((n, t, NUM_CLASSES), np.uint8)
+    rows = np.array([video_index[v] for v in table.column("video_id").to_pylist()], np.int64)
+    labels = table.column("labels").combine_chunks()
+    lengths = labels.value_lengths().to_numpy(zero_copy_only=False)
+    names = labels.flatten().to_pylist()
+    classes = np.array([CLASS_INDEX[name] for name in names], np.int64)
+    row_of_value = np.repeat(np.arange(len(rows)), lengths)
+    out[rows[row_of_value], segments[row_of_value], classes] = 1
+    return out
+
+
+def read_labels(path: str | os.PathLike) -> LabelSplits:
+    """Read a pseudo-label Parquet table back into {split: (video_ids, PseudoLabels)}."""
+    table = pq.read_table(path)
+    missing = set(LABEL_SCHEMA.names) - set(table.column_names)
+    if missing:
+        raise ValueError(f"{path}: not a pseudo-label table (missing columns {sorted(missing)})")
+    out: LabelSplits = {}
+    split_col = np.asarray(table.column("split").to_pylist(), dtype=object)
+    modality_col = np.asarray(table.column("modality").to_pylist(), dtype=object)
+    for split in dict.fromkeys(split_col):
+        in_split = table.filter(pa.array(split_col == split))
+        video_ids = np.asarray(list(dict.fromkeys(in_split.column("video_id").to_pylist())))
+        index = {vid: i for i, vid in enumerate(video_ids)}
+        arrays = {}
+        for modality in MODALITIES:
+            part = table.filter(pa.array((split_col == split) & (modality_col == modality)))
+            arrays[modality] = _segment_array(part, index, len(video_ids))
+        out[str(split)] = (video_ids, PseudoLabels(arrays["audio"], arrays["visual"]))
+    return out

@@ -1,0 +1,154 @@
+"""`run(cfg)`: the tracked VAPLAN pipeline, one parent run with a nested child run per step.
+
+labels (PLG) -> train -> denoise (PLD) -> retrain -> evaluate -> register/promote. The parent
+run carries the whole flattened config, the dataset and its digest, the label sets as dataset
+inputs, the pseudo-label quality before/after PLD, the ten val/test scores and the registry
+decision, so runs compare side by side in the MLflow UI.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import mlflow
+
+import vaplan
+from pipelines import steps, tracking
+from pipelines.artifacts import read_json, write_json
+from pipelines.config import STEP_NAMES, PipelineConfig
+from pipelines.reuse import StepContext, StepResult
+from vaplan.config import flatten, to_dict
+from vaplan.data.types import Dataset
+
+AfterStep = Callable[[str, StepResult], None]
+
+
+@dataclass
+class PipelineResult:
+    """What a finished pipeline produced (ids to find it in MLflow, scores, registration).
+
+    The steps' local files (`StepResult.out_dir`) outlive `run` only when
+    `PipelineConfig.work_dir` is set; otherwise fetch them from the runs' artifacts.
+    """
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    steps: dict[str, StepResult] = field(default_factory=dict)
+    val_scores: dict[str, float] = field(default_factory=dict)
+    test_scores: dict[str, float] = field(default_factory=dict)
+    registration: dict | None = None
+    seconds: float = 0.0
+
+    @property
+    def reused_steps(self) -> list[str]:
+        return [name for name, result in self.steps.items() if result.reused]
+
+
+def _console(enabled: bool):
+    from rich.console import Console
+
+    return Console(stderr=True, quiet=not enabled)
+
+
+def _parent_params(cfg: PipelineConfig, dataset: Dataset) -> dict:
+    params = flatten(cfg.experiment)
+    params.update({"data.digest": dataset.digest, "data.description": dataset.description,
+                   "data.num_train": len(dataset.train), "data.num_val": len(dataset.val),
+                   "data.num_test": len(dataset.test), "pipeline.preset": cfg.preset,
+                   "pipeline.model_name": cfg.model_name,
+                   "pipeline.promote_metric": cfg.promote_metric})
+    return params
+
+
+def run(cfg: PipelineConfig, after_step: AfterStep | None = None,
+        dataset: Dataset | None = None) -> PipelineResult:
+    """Run the whole pipeline; `after_step(name, result)` is called after each step.
+
+    A step that raises (or an `after_step` that raises) fails its child run and the parent
+    run; running again reuses every step that had finished.
+    """
+    started, console = time.perf_counter(), _console(cfg.progress)
+    uri = tracking.use_tracking_uri(cfg.tracking_uri)
+    experiment_id = tracking.prepare_store(uri, cfg.experiment_name)
+    console.print(f"[bold]vaplan pipeline[/] preset={cfg.preset or '-'} store={uri}")
+    if dataset is None:
+        with console.status("building dataset"):
+            dataset = steps.load_data(cfg.experiment.data, progress=False)
+    console.print(f"dataset: {dataset.description} (digest {dataset.digest[:12]})")
+    tags = {"vaplan.preset": cfg.preset, "vaplan.version": vaplan.__version__,
+            "vaplan.dataset_digest": dataset.digest, "vaplan.pipeline": "parent"}
+    with tracking.start_run(experiment_id, run_name=cfg.run_name or None, tags=tags) as parent:
+        result = PipelineResult(uri, experiment_id, parent.info.run_id)
+        tracking.log_flat_params(_parent_params(cfg, dataset))
+        with tempfile.TemporaryDirectory(prefix="vaplan-pipeline-") as tmp:
+            work_dir = Path(cfg.work_dir or tmp)
+            _log_config(cfg, dataset, work_dir)
+            ctx = StepContext(experiment_id, parent.info.run_id, work_dir, cfg.reuse,
+                              cfg.progress)
+            _run_steps(cfg, ctx, dataset, result, after_step, console)
+            _log_parent_summary(result)
+    result.seconds = time.perf_counter() - started
+    console.print(f"[bold green]pipeline finished[/] in {result.seconds:.0f}s "
+                  f"(parent run {result.parent_run_id}; reused: {result.reused_steps or 'none'})")
+    return result
+
+
+def _log_config(cfg: PipelineConfig, dataset: Dataset, work_dir: Path) -> None:
+    path = write_json(work_dir / "config.json", {
+        "experiment": to_dict(cfg.experiment), "preset": cfg.preset,
+        "model_name": cfg.model_name, "promote_metric": cfg.promote_metric,
+        "dataset": {"digest": dataset.digest, "description": dataset.description}})
+    tracking.retry_locked(mlflow.log_artifact, str(path))
+
+
+def _run_steps(cfg: PipelineConfig, ctx: StepContext, dataset: Dataset,
+               result: PipelineResult, after_step: AfterStep | None, console) -> None:
+    exp = cfg.experiment
+    plan: list[tuple[str, Callable[[], StepResult]]] = [
+        ("generate_labels", lambda: steps.generate_labels(ctx, dataset, exp.plg)),
+        ("train", lambda: steps.train(ctx, dataset, exp.train, result.steps["generate_labels"])),
+        ("denoise", lambda: steps.denoise(ctx, dataset, exp.pld, exp.plg,
+                                          result.steps["generate_labels"], result.steps["train"])),
+        ("retrain", lambda: steps.retrain(ctx, dataset, exp.train, result.steps["denoise"])),
+        ("evaluate", lambda: steps.evaluate(ctx, dataset, result.steps["retrain"],
+                                            result.steps["generate_labels"],
+                                            result.steps["denoise"], cfg.timeline_videos)),
+        ("register", lambda: steps.register(ctx, dataset, exp, cfg.model_name,
+                                            cfg.promote_metric, result.steps["retrain"],
+                                            result.steps["denoise"], result.steps["evaluate"])),
+    ]
+    if not cfg.register:
+        plan = plan[:-1]
+    for index, (name, step) in enumerate(plan, start=1):
+        console.rule(f"[bold]step {index}/{len(plan)}: {name}")
+        began = time.perf_counter()
+        result.steps[name] = step()
+        how = "reused" if result.steps[name].reused else "done"
+        console.print(f"{name}: {how} in {time.perf_counter() - began:.1f}s "
+                      f"(run {result.steps[name].run_id})")
+        if after_step is not None:
+            after_step(name, result.steps[name])
+    assert [name for name, _ in plan] == list(STEP_NAMES[:len(plan)])
+
+
+def _log_parent_summary(result: PipelineResult) -> None:
+    """Copy the headline metrics of the steps onto the parent run; log label-set inputs."""
+    labels, denoised = result.steps["generate_labels"], result.steps["denoise"]
+    quality = {k: v for step in (labels, denoised) for k, v in step.metrics.items()
+               if k.startswith(("plg/", "pld/"))}
+    tracking.log_scores(quality)
+    scores = read_json(result.steps["evaluate"].path("scores.json"))
+    result.val_scores, result.test_scores = scores["val"], scores["test"]
+    tracking.log_scores(steps.flat_scores(scores))
+    steps.log_label_input(labels, steps.PLG_FILE, "plg")
+    steps.log_label_input(denoised, steps.PLD_FILE, "pld")
+    if "register" in result.steps:
+        result.registration = read_json(result.steps["register"].path("registration.json"))
+        decision = result.registration["decision"]
+        tracking.set_tags({"vaplan.model_version": result.registration["version"],
+                           "vaplan.promotion": "promoted" if decision["promoted"] else "kept"})

@@ -1,0 +1,136 @@
+"""The `vaplan-han` MLflow pyfunc model: checkpoint + denoised labels + config, no pt2 export.
+
+Artifacts (keys of `context.artifacts`): "checkpoint" (vaplan.train.save_checkpoint file),
+"labels" (the PLD pseudo-label Parquet table the model was trained on), "config" (JSON with the
+ExperimentConfig, the dataset digest and description). MLflow builds the model from
+`pipelines/pyfunc_entry.py` (models-from-code), so nothing is pickled.
+
+predict input, per video (N videos, T=10 segments):
+  * a dict of arrays {"audio": (N,T,Da), "visual": (N,T,Dv)[, "visual_3d": (N,T,D3)]
+    [, "video_id": (N,)]}, or
+  * a pandas DataFrame with one row per video and columns "audio", "visual"[, "visual_3d"]
+    [, "video_id"], each cell a (T, D) array or nested list (the REST/JSON form).
+predict output: a DataFrame with one row per video x segment: video_id, segment, audio_events,
+visual_events, av_events (lists of class names, official protocol: p_seg >= 0.5 and
+p_video >= 0.5, AV = A and V), prob_audio, prob_visual (segment probabilities, 25 each) and
+prob_video (the video-level probabilities, 25).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+from vaplan.categories import CLASS_INDEX, CLASSES
+from vaplan.data.types import Features
+from vaplan.metrics import filter_by_video
+
+FEATURE_KEYS = ("audio", "visual", "visual_3d")
+
+
+def features_from_input(model_input: Any) -> tuple[np.ndarray, Features]:
+    """(video_ids (N,), Features) from a dict of arrays or a one-row-per-video DataFrame."""
+    if isinstance(model_input, pd.DataFrame):
+        columns = {key: model_input[key].tolist() for key in model_input.columns}
+    elif isinstance(model_input, dict):
+        columns = dict(model_input)
+    else:
+        raise TypeError(f"vaplan-han expects a dict of arrays or a DataFrame, got "
+                        f"{type(model_input).__name__}")
+    missing = {"audio", "visual"} - set(columns)
+    if missing:
+        raise ValueError(f"vaplan-han input lacks {sorted(missing)}; expected columns "
+                         f"audio (N,T,Da), visual (N,T,Dv), optional visual_3d and video_id")
+    arrays = {key: _stack(columns[key]) for key in FEATURE_KEYS if columns.get(key) is not None}
+    n = arrays["audio"].shape[0]
+    ids = columns.get("video_id")
+    video_ids = np.asarray(ids if ids is not None else [str(i) for i in range(n)], dtype=object)
+    return video_ids, Features(arrays["audio"], arrays["visual"], arrays.get("visual_3d"))
+
+
+def _stack(value: Any) -> np.ndarray:
+    """An (N,T,D) float32 array from an array or a list of per-video (T,D) arrays/lists."""
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        return value.astype(np.float32, copy=False)
+    return np.stack([np.asarray(item, np.float32) for item in value])
+
+
+def _names(mask: np.ndarray) -> list[list[str]]:
+    """(R, C) {0,1} -> class-name lists."""
+    return [[CLASSES[c] for c in np.flatnonzero(row)] for row in mask]
+
+
+def predictions_frame(video_ids: np.ndarray, prob_seg: np.ndarray,
+                      prob_video: np.ndarray) -> pd.DataFrame:
+    """One row per video x segment with events (official protocol) and probabilities."""
+    n, t, _, c = prob_seg.shape  # (N, T, 2, C)
+    audio = filter_by_video(prob_seg[:, :, 0], prob_video).reshape(n * t, c)  # (N*T, C)
+    visual = filter_by_video(prob_seg[:, :, 1], prob_video).reshape(n * t, c)
+    return pd.DataFrame({
+        "video_id": np.repeat(np.asarray(video_ids, dtype=object), t),
+        "segment": np.tile(np.arange(t), n),
+        "audio_events": _names(audio), "visual_events": _names(visual),
+        "av_events": _names(audio & visual),
+        "prob_audio": list(prob_seg[:, :, 0].reshape(n * t, c).astype(np.float32)),
+        "prob_visual": list(prob_seg[:, :, 1].reshape(n * t, c).astype(np.float32)),
+        "prob_video": list(np.repeat(prob_video, t, axis=0).astype(np.float32)),
+    })
+
+
+def events_from_frame(frame: pd.DataFrame, video_ids: np.ndarray,
+                      column: str) -> np.ndarray:
+    """(N, T, C) uint8 events of `column` ("audio_events", ...) aligned with `video_ids`."""
+    index = {vid: i for i, vid in enumerate(video_ids)}
+    t = int(frame["segment"].max()) + 1
+    out = np.zeros((len(video_ids), t, len(CLASSES)), np.uint8)
+    for vid, segment, names in zip(frame["video_id"], frame["segment"], frame[column]):
+        for name in names:
+            out[index[vid], int(segment), CLASS_INDEX[name]] = 1
+    return out
+
+
+def model_signature():
+    """Outputs and params of `predict` (inputs stay free: feature widths depend on the config)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
+
+    names = [ColSpec(Array("string"), key) for key in ("audio_events", "visual_events",
+                                                        "av_events")]
+    probs = [ColSpec(Array("float"), key) for key in ("prob_audio", "prob_visual", "prob_video")]
+    outputs = Schema([ColSpec("string", "video_id"), ColSpec("long", "segment"), *names, *probs])
+    params = ParamSchema([ParamSpec("batch_size", "long", 256)])
+    return ModelSignature(inputs=None, outputs=outputs, params=params)
+
+
+class VaplanHanModel(PythonModel):
+    """HAN trained on VAPLAN pseudo labels, served through MLflow's pyfunc interface."""
+
+    def load_context(self, context) -> None:
+        from vaplan.config import ExperimentConfig, from_dict
+        from vaplan.train import load_checkpoint
+
+        device = (context.model_config or {}).get("device", "cpu")
+        self.device = device
+        self.model, self.train_config, self.extra = load_checkpoint(
+            context.artifacts["checkpoint"], device=device)
+        with open(context.artifacts["config"]) as handle:
+            self.record = json.load(handle)
+        self.experiment_config = from_dict(ExperimentConfig, self.record["experiment"])
+        self.labels_path = context.artifacts["labels"]
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        """Per-segment audio, visual and audio-visual events and probabilities per video.
+
+        `model_input` is a one-row-per-video DataFrame or a dict of arrays (the DataFrame hint
+        only tells MLflow not to infer a schema: feature widths depend on the config).
+        """
+        from vaplan.train import predict
+
+        video_ids, features = features_from_input(model_input)
+        batch = int((params or {}).get("batch_size", 256))
+        preds = predict(self.model, features, device=self.device, batch_size=batch)
+        return predictions_frame(video_ids, preds.prob_seg, preds.prob_video)

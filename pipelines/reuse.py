@@ -1,0 +1,225 @@
+"""Step execution with reuse: each step is a child run whose outputs are keyed by a hash.
+
+key = sha256(step name, step format version, the step's config, the digests of its inputs).
+A step whose key matches an earlier FINISHED run reuses that run's output files (downloaded
+from its artifacts) instead of recomputing, so a re-run after a crash continues where it
+stopped. The reusing child run is still created (the parent always shows every step); it is
+tagged `vaplan.reused_from` and replays the recorded metrics, so runs compare alike in the UI.
+
+A step's `compute(out_dir, log)` writes files into out_dir and logs metrics through `log`
+(recorded to metrics.json for replay); the framework then logs out_dir as the run's artifacts
+and writes manifest.json (file digests) last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import mlflow
+
+import vaplan
+from pipelines import tracking
+from pipelines.artifacts import read_json, sha256_file, write_json
+from vaplan.config import to_dict
+
+STEP_FORMAT = 1  # bump when a step's outputs change meaning, to invalidate old keys
+KEY_TAG, OUTPUTS_TAG, REUSED_TAG, STEP_TAG = ("vaplan.step_key", "vaplan.outputs_run",
+                                             "vaplan.reused_from", "vaplan.step")
+
+
+@dataclass
+class StepContext:
+    """What every step needs besides its own config and inputs."""
+
+    experiment_id: str
+    parent_run_id: str
+    work_dir: Path
+    reuse: bool = True
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """A finished step: its run, key, local output folder and recorded metrics."""
+
+    name: str
+    key: str
+    run_id: str
+    outputs_run_id: str  # the run whose artifacts hold the files (== run_id unless reused)
+    out_dir: Path
+    files: dict[str, str]  # relative path -> sha256
+    metrics: dict[str, float]  # last value per metric name
+    reused: bool = False
+
+    def path(self, name: str) -> Path:
+        if name not in self.files:
+            raise KeyError(f"step {self.name!r} has no output {name!r}; "
+                           f"it has {sorted(self.files)}")
+        return self.out_dir / name
+
+    def digest(self, name: str) -> str:
+        self.path(name)
+        return self.files[name]
+
+    def artifact_uri(self, name: str) -> str:
+        self.path(name)
+        return f"runs:/{self.outputs_run_id}/{name}"
+
+
+@dataclass
+class StepLog:
+    """Logs metrics to the step's run and records them (key, value, step) for replay."""
+
+    records: list[tuple[str, float, int]] = field(default_factory=list)
+
+    def scores(self, scores: Mapping[str, float], prefix: str = "", step: int = 0) -> None:
+        logged = tracking.log_scores(scores, prefix=prefix, step=step)
+        self.records.extend((key, value, step) for key, value in logged.items())
+
+    def last(self) -> dict[str, float]:
+        return {key: value for key, value, _ in sorted(self.records, key=lambda r: r[2])}
+
+
+Compute = Callable[[Path, StepLog], None]
+
+
+def step_key(name: str, config: Any, inputs: Mapping[str, str]) -> str:
+    """sha256 over the step name, format, vaplan version, config and input digests."""
+    payload = {"step": name, "format": STEP_FORMAT, "vaplan": vaplan.__version__,
+               "config": _plain(config), "inputs": dict(inputs)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def find_reusable(experiment_id: str, key: str) -> str | None:
+    """The run id holding the outputs of an earlier FINISHED run with this key, if any."""
+    runs = tracking.retry_locked(
+        tracking.client().search_runs, [experiment_id],
+        filter_string=f"tags.`{KEY_TAG}` = '{key}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=20)
+    for run in runs:
+        source = run.data.tags.get(OUTPUTS_TAG)
+        if source:
+            return source
+    return None
+
+
+def _manifest_files(out_dir: Path) -> dict[str, str]:
+    return {path.relative_to(out_dir).as_posix(): sha256_file(path)
+            for path in sorted(out_dir.rglob("*"))
+            if path.is_file() and path.name != "manifest.json"}
+
+
+def _fetch(source_run_id: str, out_dir: Path) -> dict | None:
+    """Download an earlier run's outputs into out_dir; None when they are gone or incomplete."""
+    local = out_dir / "manifest.json"
+    if local.is_file() and _valid(out_dir, read_json(local)):
+        return read_json(local)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=out_dir.parent))
+    try:
+        mlflow.artifacts.download_artifacts(run_id=source_run_id, artifact_path="",
+                                            dst_path=str(staging))
+        manifest = read_json(staging / "manifest.json")
+        if not _valid(staging, manifest):
+            return None
+        shutil.rmtree(out_dir, ignore_errors=True)
+        staging.rename(out_dir)
+        return manifest
+    except Exception:  # missing artifacts, deleted run: recompute instead
+        return None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _valid(folder: Path, manifest: dict) -> bool:
+    return all((folder / name).is_file() and sha256_file(folder / name) == digest
+               for name, digest in manifest.get("files", {}).items())
+
+
+def run_step(ctx: StepContext, name: str, config: Any, inputs: Mapping[str, str],
+             compute: Compute, on_start: Callable[[], None] | None = None,
+             check_reuse: Callable[[Path], bool] | None = None) -> StepResult:
+    """Run (or reuse) one step as a child run of ctx.parent_run_id.
+
+    on_start runs inside the child run either way (e.g. to log dataset inputs); check_reuse
+    can veto reusing fetched outputs (e.g. a registered version that was deleted since).
+    """
+    key = step_key(name, config, inputs)
+    out_dir = ctx.work_dir / f"{name}-{key[:12]}"
+    source = find_reusable(ctx.experiment_id, key) if ctx.reuse else None
+    with tracking.start_child_run(ctx.parent_run_id, ctx.experiment_id, run_name=name,
+                                  tags={KEY_TAG: key, STEP_TAG: name}) as run:
+        run_id = run.info.run_id
+        tracking.log_flat_params(_flat_step_params(config, inputs))
+        if on_start is not None:
+            on_start()
+        manifest = _fetch(source, out_dir) if source else None
+        if manifest is not None and (check_reuse is None or check_reuse(out_dir)):
+            _replay(out_dir, source)
+            return _result(name, key, run_id, source, out_dir, manifest, reused=True)
+        manifest = _compute(compute, out_dir, name, key)
+        tracking.retry_locked(mlflow.log_artifacts, str(out_dir))
+        tracking.set_tags({OUTPUTS_TAG: run_id})
+        return _result(name, key, run_id, run_id, out_dir, manifest, reused=False)
+
+
+def _compute(compute: Compute, out_dir: Path, name: str, key: str) -> dict:
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    log = StepLog()
+    compute(out_dir, log)
+    write_json(out_dir / "metrics.json", [list(record) for record in log.records])
+    manifest = {"step": name, "key": key, "files": _manifest_files(out_dir)}
+    write_json(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+def _replay(out_dir: Path, source: str) -> None:
+    """Re-log the earlier run's metrics (with their steps) and point at it."""
+    by_step: dict[int, dict[str, float]] = {}
+    for key, value, step in read_json(out_dir / "metrics.json"):
+        by_step.setdefault(int(step), {})[key] = float(value)
+    for step, scores in sorted(by_step.items()):
+        tracking.log_scores(scores, step=step)
+    tracking.set_tags({REUSED_TAG: source, OUTPUTS_TAG: source})
+    note = {"reused_from": source, "outputs": f"runs:/{source}/",
+            "why": "same step config and input digests as that run; its files were reused"}
+    tracking.retry_locked(mlflow.log_dict, note, "reused_from.json")  # a pointer for the UI
+
+
+def _result(name: str, key: str, run_id: str, source: str, out_dir: Path, manifest: dict,
+            reused: bool) -> StepResult:
+    records = read_json(out_dir / "metrics.json") if (out_dir / "metrics.json").is_file() else []
+    last = {k: float(v) for k, v, _ in sorted(records, key=lambda r: r[2])}
+    return StepResult(name, key, run_id, source, out_dir, dict(manifest["files"]), last, reused)
+
+
+def _flat_step_params(config: Any, inputs: Mapping[str, str]) -> dict[str, Any]:
+    """Flat params of a step run: its config ("train.lr") and "input.<name>" digests."""
+    flat: dict[str, Any] = {}
+    _flatten_into(flat, "", _plain(config))
+    flat.update({f"input.{name}": digest for name, digest in inputs.items()})
+    return flat
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses (also inside dicts) -> plain dicts."""
+    if hasattr(value, "__dataclass_fields__"):
+        return to_dict(value)
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
+def _flatten_into(flat: dict[str, Any], key: str, value: Any) -> None:
+    if isinstance(value, Mapping):
+        for sub, item in value.items():
+            _flatten_into(flat, f"{key}.{sub}" if key else str(sub), item)
+    else:
+        flat[key] = value

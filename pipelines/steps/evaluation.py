@@ -1,0 +1,148 @@
+"""Final steps: `evaluate` the retrained model on val and test, `register` it and promote."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from pipelines import plots, registry, tracking
+from pipelines.artifacts import read_json, read_labels, write_json
+from pipelines.reuse import StepContext, StepLog, StepResult, run_step
+from pipelines.steps.common import CHECKPOINT, PLD_FILE, PLG_FILE
+from vaplan.categories import CLASSES
+from vaplan.config import ExperimentConfig, to_dict
+from vaplan.data.types import Dataset, PseudoLabels, SplitData
+from vaplan.metrics import filter_by_video, per_class_f
+from vaplan.train import Predictions, evaluate_model, load_checkpoint, predict
+
+EVAL_SPLITS = ("val", "test")
+
+
+def _val_labels(step: StepResult, name: str, val: SplitData) -> PseudoLabels:
+    video_ids, labels = read_labels(step.path(name))["val"]
+    if not np.array_equal(video_ids.astype(str), val.video_ids.astype(str)):
+        raise ValueError(f"{step.path(name)}: val video ids do not match the dataset")
+    return labels
+
+
+def _events(preds: Predictions) -> tuple[np.ndarray, np.ndarray]:
+    """Official protocol: (N,T,C) audio and visual events."""
+    return (filter_by_video(preds.prob_seg[:, :, 0], preds.prob_video),
+            filter_by_video(preds.prob_seg[:, :, 1], preds.prob_video))
+
+
+def per_class_table(val: SplitData, plg: PseudoLabels, pld: PseudoLabels,
+                    preds: Predictions) -> pd.DataFrame:
+    """Per-class event-level F (percent) on val of PLG, PLD and the model, per modality."""
+    pred_audio, pred_visual = _events(preds)
+    table = {"class": list(CLASSES),
+             "val_videos_audio": val.gt_audio.max(axis=1).sum(axis=0).astype(int),
+             "val_videos_visual": val.gt_visual.max(axis=1).sum(axis=0).astype(int)}
+    for name, audio, visual in (("plg", plg.seg_audio, plg.seg_visual),
+                                ("pld", pld.seg_audio, pld.seg_visual),
+                                ("model", pred_audio, pred_visual)):
+        table[f"{name}_audio_event_f"] = per_class_f(audio, val.gt_audio)
+        table[f"{name}_visual_event_f"] = per_class_f(visual, val.gt_visual)
+    return pd.DataFrame(table).round(3)
+
+
+def evaluate(ctx: StepContext, dataset: Dataset, model: StepResult, plg: StepResult,
+             pld: StepResult, timeline_videos: int = 3) -> StepResult:
+    """The ten scores on val and test (`val/seg_type`, ...), per-class table, timelines."""
+    def compute(out: Path, log: StepLog) -> None:
+        han, _, _ = load_checkpoint(model.path(CHECKPOINT))
+        preds = {name: predict(han, getattr(dataset, name).features) for name in EVAL_SPLITS}
+        scores = {name: evaluate_model(preds[name], getattr(dataset, name))
+                  for name in EVAL_SPLITS}
+        for name, values in scores.items():
+            log.scores(values, prefix=f"{name}/")
+        write_json(out / "scores.json", scores)
+        val, plg_val, pld_val = dataset.val, _val_labels(plg, PLG_FILE, dataset.val), \
+            _val_labels(pld, PLD_FILE, dataset.val)
+        table = per_class_table(val, plg_val, pld_val, preds["val"])
+        (out / "tables").mkdir(parents=True, exist_ok=True)
+        table.to_csv(out / "tables/per_class_val.csv", index=False)
+        tracking.retry_locked(mlflow.log_table, table, "tables/per_class_val.json")
+        _timelines(out, val, plg_val, pld_val, preds["val"], timeline_videos)
+
+    inputs = {"dataset": dataset.digest, "checkpoint": model.digest(CHECKPOINT),
+              "plg": plg.digest(PLG_FILE), "pld": pld.digest(PLD_FILE)}
+    return run_step(ctx, "evaluate", {"timeline_videos": timeline_videos}, inputs, compute)
+
+
+def _timelines(out: Path, val: SplitData, plg: PseudoLabels, pld: PseudoLabels,
+               preds: Predictions, count: int) -> None:
+    """Figs. 5-7: GT, PLG, PLD and prediction timelines of a few val videos, A and V."""
+    if count <= 0:
+        return
+    pred_audio, pred_visual = _events(preds)
+    sources = {"audio": {"GT": val.gt_audio, "PLG": plg.seg_audio, "PLD": pld.seg_audio,
+                         "pred": pred_audio},
+               "visual": {"GT": val.gt_visual, "PLG": plg.seg_visual, "PLD": pld.seg_visual,
+                          "pred": pred_visual}}
+    changed = (plg.seg_visual ^ pld.seg_visual) | (plg.seg_audio ^ pld.seg_audio)
+    picks = plots.pick_timeline_videos(val.video_labels, changed, count)
+    if picks:
+        plots.plot_timelines(val.video_ids, val.video_labels, sources, picks,
+                             out / "plots/timelines_val.png")
+
+
+def flat_scores(scores: dict[str, dict[str, float]]) -> dict[str, float]:
+    """{"val": {"seg_type": x}} -> {"val/seg_type": x}."""
+    return {f"{split}/{key}": float(value) for split, values in scores.items()
+            for key, value in values.items()}
+
+
+def register(ctx: StepContext, dataset: Dataset, experiment: ExperimentConfig, model_name: str,
+             promote_metric: str, model: StepResult, pld: StepResult,
+             evaluation: StepResult) -> StepResult:
+    """Register the retrained HAN + PLD labels + config as a new `model_name` version; gate."""
+    def compute(out: Path, log: StepLog) -> None:
+        scores = flat_scores(read_json(evaluation.path("scores.json")))
+        if promote_metric not in scores:
+            raise ValueError(f"promote_metric {promote_metric!r} is not a logged score; "
+                             f"expected one of {sorted(scores)}")
+        config_json = write_json(out / "config.json", {
+            "experiment": to_dict(experiment), "model_name": model_name,
+            "dataset": {"digest": dataset.digest, "description": dataset.description}})
+        info = registry.log_han_model(model_name, model.path(CHECKPOINT), pld.path(PLD_FILE),
+                                      config_json, scores,
+                                      {"dataset_digest": dataset.digest,
+                                       "parent_run_id": ctx.parent_run_id})
+        version = str(info.registered_model_version)
+        _tag_version(model_name, version, scores, dataset, ctx.parent_run_id)
+        decision = registry.apply_promotion_gate(model_name, version, scores[promote_metric],
+                                                 promote_metric)
+        write_json(out / "registration.json", {
+            "model_name": model_name, "version": version,
+            "model_uri": f"models:/{model_name}/{version}", "logged_model_uri": info.model_uri,
+            "decision": decision.to_dict()})
+        log.scores({"registry/version": int(version), "registry/promoted": int(decision.promoted)})
+
+    inputs = {"dataset": dataset.digest, "checkpoint": model.digest(CHECKPOINT),
+              "labels": pld.digest(PLD_FILE), "scores": evaluation.digest("scores.json")}
+    config = {"model_name": model_name, "promote_metric": promote_metric,
+              "experiment": experiment}
+    return run_step(ctx, "register", config, inputs, compute, check_reuse=_still_registered)
+
+
+def _tag_version(name: str, version: str, scores: dict[str, float], dataset: Dataset,
+                 parent_run_id: str) -> None:
+    tags = {**{key: f"{value:.6f}" for key, value in scores.items()},
+            "vaplan.dataset_digest": dataset.digest, "vaplan.parent_run_id": parent_run_id}
+    client = tracking.client()
+    for key, value in tags.items():
+        tracking.retry_locked(client.set_model_version_tag, name, version, key, value)
+
+
+def _still_registered(out: Path) -> bool:
+    """Reuse a registration only while its version still exists in the registry."""
+    record = read_json(out / "registration.json")
+    try:
+        registry.resolve_version(record["model_name"], version=record["version"])
+    except Exception:
+        return False
+    return True

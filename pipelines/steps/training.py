@@ -1,0 +1,56 @@
+"""Training steps: `train` on the PLG labels and `retrain` on the PLD labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.artifacts import read_labels
+from pipelines.reuse import StepContext, StepLog, StepResult, run_step
+from pipelines.steps.common import CHECKPOINT, PLD_FILE, PLG_FILE, log_label_input
+from vaplan.config import TrainConfig
+from vaplan.data.types import Dataset, PseudoLabels
+from vaplan.train import build_targets, save_checkpoint, train_han
+
+
+def _train_labels(dataset: Dataset, labels_file: Path) -> PseudoLabels:
+    """The train split's labels from a table, checked against the dataset's video order."""
+    video_ids, labels = read_labels(labels_file)["train"]
+    if not np.array_equal(video_ids.astype(str), dataset.train.video_ids.astype(str)):
+        raise ValueError(f"{labels_file}: train video ids do not match the dataset "
+                         f"({len(video_ids)} vs {len(dataset.train)} videos)")
+    return labels
+
+
+def train(ctx: StepContext, dataset: Dataset, cfg: TrainConfig, labels: StepResult,
+          labels_name: str = PLG_FILE, step_name: str = "train") -> StepResult:
+    """Train HAN on the pseudo labels of `labels`; per-epoch metrics with the epoch as step."""
+    def compute(out: Path, log: StepLog) -> None:
+        targets = build_targets(dataset.train, _train_labels(dataset, labels.path(labels_name)))
+
+        def on_epoch(stats) -> None:
+            log.scores({"train_loss": stats.train_loss,
+                        "val_seg_type": stats.val.get("seg_type", float("nan")),
+                        f"val_{cfg.select_metric}": stats.val.get(cfg.select_metric,
+                                                                  float("nan"))},
+                       prefix="epoch/", step=stats.epoch)
+
+        result = train_han(cfg, dataset.train, targets, dataset.val, on_epoch=on_epoch,
+                           progress=ctx.progress)
+        save_checkpoint(out / CHECKPOINT, result.model, cfg,
+                        {"best_epoch": result.best_epoch, "best_score": result.best_score,
+                         "select_metric": cfg.select_metric, "dataset": dataset.digest,
+                         "labels": labels.digest(labels_name), "step": step_name})
+        log.scores({"best_epoch": result.best_epoch,
+                    f"best/val_{cfg.select_metric}": result.best_score})
+
+    inputs = {"dataset": dataset.digest, "labels": labels.digest(labels_name)}
+    return run_step(ctx, step_name, cfg, inputs, compute,
+                    on_start=lambda: log_label_input(labels, labels_name, "training"))
+
+
+def retrain(ctx: StepContext, dataset: Dataset, cfg: TrainConfig,
+            denoised: StepResult) -> StepResult:
+    """Train HAN again on the PLD labels (the model that gets registered)."""
+    return train(ctx, dataset, cfg, denoised, labels_name=PLD_FILE, step_name="retrain")

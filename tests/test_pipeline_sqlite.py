@@ -1,0 +1,216 @@
+"""The tracked pipeline against a real MLflow SQLite store in a temp dir (no mocks).
+
+One sim-tiny pipeline is crashed after `train`, then re-run: the re-run must reuse the
+finished steps. The resulting store is then checked for the nested run structure, metrics,
+artifacts, the registered version and its aliases; the promotion gate is exercised in both
+directions, and the champion is pulled and re-evaluated by alias and by version.
+"""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from pipelines import commands, registry, tracking
+from pipelines.artifacts import labels_table, read_labels, write_labels
+from pipelines.config import STEP_NAMES, pipeline_config_from_preset
+from pipelines.pipeline import run
+from pipelines.steps import load_data
+from vaplan.data.types import PseudoLabels
+from vaplan.metrics import SCORE_KEYS
+
+pytestmark = pytest.mark.slow
+MODEL = "vaplan-han-test"
+THREADS = ["train.num_threads=1"]  # 2 OpenMP threads on 2 shared cores mostly spin
+
+
+class SimulatedCrash(RuntimeError):
+    pass
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A fresh SQLite store; the process's tracking URI is restored afterwards."""
+    root = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield uri
+        mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    cfg = pipeline_config_from_preset("sim-tiny")
+    return load_data(cfg.experiment.data)
+
+
+@pytest.fixture(scope="module")
+def pipeline(store, dataset, tmp_path_factory):
+    """Crash after `train`, then run again; returns (first parent run id, finished result)."""
+    cfg = pipeline_config_from_preset("sim-tiny", THREADS, tracking_uri=store, model_name=MODEL,
+                                      progress=False)
+    parents = []
+
+    def crash_after_train(name, result):
+        parents.append(tracking.client().get_run(result.run_id).data.tags[tracking.PARENT_TAG])
+        if name == "train":
+            raise SimulatedCrash("killed after train")
+
+    with pytest.raises(SimulatedCrash):
+        run(cfg, after_step=crash_after_train, dataset=dataset)
+    result = run(cfg, dataset=dataset)
+    return parents[0], result
+
+
+def test_tracking_uri_resolution_and_lock_retry(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    default = tracking.resolve_tracking_uri(cwd=tmp_path)
+    assert default == f"sqlite:///{tmp_path.resolve()}/mlruns/mlflow.db"
+    assert tracking.default_artifact_root(default) == tmp_path.resolve() / "mlruns/artifacts"
+    assert "--default-artifact-root" in tracking.ui_command(default)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking.resolve_tracking_uri(cwd=tmp_path) == "http://127.0.0.1:5000"
+    assert tracking.resolve_tracking_uri("sqlite:///x.db") == "sqlite:///x.db"
+    assert tracking.default_artifact_root("http://127.0.0.1:5000") is None
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("(sqlite3.OperationalError) database is locked")
+        return "ok"
+
+    assert tracking.retry_locked(flaky, delay=0.001) == "ok" and len(calls) == 3
+    with pytest.raises(ValueError):
+        tracking.retry_locked(lambda: (_ for _ in ()).throw(ValueError("other")), delay=0.001)
+
+
+def test_label_table_round_trip(tmp_path, dataset):
+    rng = np.random.default_rng(0)
+    split = dataset.val
+    shape = split.gt_audio.shape
+    labels = PseudoLabels(rng.integers(0, 2, shape, dtype=np.uint8),
+                          rng.integers(0, 2, shape, dtype=np.uint8))
+    cfg = pipeline_config_from_preset("sim-tiny").experiment.plg
+    table = labels_table("plg", {"val": (split.video_ids, labels)},
+                         {"val": split.video_labels}, dataset.teachers, cfg)
+    assert table.num_rows == len(split) * shape[1] * 2
+    ids, back = read_labels(write_labels(tmp_path / "labels.parquet", table))["val"]
+    assert list(ids) == list(split.video_ids)
+    np.testing.assert_array_equal(back.seg_audio, labels.seg_audio)
+    np.testing.assert_array_equal(back.seg_visual, labels.seg_visual)
+
+
+def test_crash_then_resume_reuses_finished_steps(pipeline):
+    first_parent, result = pipeline
+    client = MlflowClient()
+    assert client.get_run(first_parent).info.status == "FAILED"
+    crashed = tracking.child_runs(first_parent, result.experiment_id)
+    assert [r.info.run_name for r in crashed] == ["generate_labels", "train"]
+    assert all(r.info.status == "FINISHED" for r in crashed)
+    assert result.reused_steps == ["generate_labels", "train"]
+    resumed = {r.info.run_name: r for r in tracking.child_runs(result.parent_run_id,
+                                                               result.experiment_id)}
+    assert resumed["train"].data.tags["vaplan.reused_from"] == crashed[1].info.run_id
+    assert "vaplan.reused_from" not in resumed["denoise"].data.tags
+    history = client.get_metric_history(resumed["train"].info.run_id, "epoch/train_loss")
+    epochs = pipeline_config_from_preset("sim-tiny").experiment.train.epochs
+    assert sorted(m.step for m in history) == list(range(1, epochs + 1))  # replayed per epoch
+
+
+def test_nested_runs_params_and_metrics(pipeline):
+    _, result = pipeline
+    client = MlflowClient()
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    children = tracking.child_runs(result.parent_run_id, result.experiment_id)
+    assert [r.info.run_name for r in children] == list(STEP_NAMES)
+    params = parent.data.params
+    assert params["plg.visual_threshold"] == "0.041" and params["pld.visual_k"] == "5"
+    assert params["train.loss.variant"] == "richness" and len(params["data.digest"]) == 64
+    metrics = parent.data.metrics
+    for split in ("val", "test"):
+        assert {f"{split}/{key}" for key in SCORE_KEYS} <= set(metrics)
+    for stage in ("plg", "pld"):
+        for modality in ("audio", "visual"):
+            for key in ("video_precision", "seg", "event"):
+                assert f"{stage}/val/{modality}/{key}" in metrics
+    assert metrics["test/seg_type"] == pytest.approx(result.test_scores["seg_type"])
+    inputs = {d.dataset.name for d in parent.inputs.dataset_inputs}
+    assert inputs == {"plg-labels", "pld-labels"}
+
+
+def _artifacts(client, run_id, path=""):
+    files = []
+    for item in client.list_artifacts(run_id, path):
+        files += _artifacts(client, run_id, item.path) if item.is_dir else [item.path]
+    return set(files)
+
+
+def test_step_artifacts(pipeline):
+    _, result = pipeline
+    client = MlflowClient()
+    outputs = {name: _artifacts(client, step.outputs_run_id)
+               for name, step in result.steps.items()}
+    assert {"labels/plg.parquet", "plots/fig3a_plg_per_class_f.png"} <= outputs["generate_labels"]
+    assert "checkpoint/han.pt" in outputs["train"] and "checkpoint/han.pt" in outputs["retrain"]
+    assert {"labels/pld.parquet", "plots/fig3b_plg_vs_pld_per_class_f.png"} <= outputs["denoise"]
+    assert {"plots/timelines_val.png", "tables/per_class_val.json",
+            "scores.json"} <= outputs["evaluate"]
+    assert "config.json" in _artifacts(client, result.parent_run_id)
+
+
+def test_registered_version_and_aliases(pipeline):
+    _, result = pipeline
+    client = MlflowClient()
+    version = result.registration["version"]
+    aliases = {k: str(v) for k, v in client.get_registered_model(MODEL).aliases.items()}
+    assert aliases == {"candidate": version, "champion": version}
+    mv = client.get_model_version(MODEL, version)
+    assert mv.tags["vaplan.promotion.decision"] == "promoted"
+    assert float(mv.tags["val/seg_type"]) == pytest.approx(result.val_scores["seg_type"],
+                                                           abs=1e-5)
+
+
+def test_promotion_gate_both_directions(pipeline):
+    _, result = pipeline
+    client = MlflowClient()
+    first = client.get_model_version(MODEL, result.registration["version"])
+    first_version = str(first.version)  # the SQL store returns ints, REST strings
+    score = registry.version_score(MODEL, first_version, "val/seg_type")
+    worse = client.create_model_version(MODEL, first.source, run_id=first.run_id)
+    worse_version = str(worse.version)
+    kept = registry.apply_promotion_gate(MODEL, worse_version, score - 1.0)
+    assert not kept.promoted and kept.champion_version == first_version
+    assert kept.champion_score == pytest.approx(score, abs=1e-5)
+    aliases = {k: str(v) for k, v in client.get_registered_model(MODEL).aliases.items()}
+    assert aliases == {"candidate": worse_version, "champion": first_version}
+    assert client.get_model_version(MODEL, worse_version).tags[
+        "vaplan.promotion.decision"] == "kept"
+    better = client.create_model_version(MODEL, first.source, run_id=first.run_id)
+    promoted = registry.apply_promotion_gate(MODEL, str(better.version), score + 1.0)
+    assert promoted.promoted and promoted.champion_version == first_version
+    assert str(client.get_registered_model(MODEL).aliases["champion"]) == str(better.version)
+    tags = client.get_model_version(MODEL, str(better.version)).tags
+    assert float(tags["vaplan.promotion.champion_score"]) == pytest.approx(score, abs=1e-5)
+
+
+def test_pull_and_evaluate_by_alias_and_version(pipeline, dataset, tmp_path):
+    _, result = pipeline
+    version = result.registration["version"]
+    dest = commands.pull(MODEL, str(tmp_path / "pulled"), version=int(version))
+    assert {"checkpoint.pt", "labels.parquet", "config.json", "version.json"} <= {
+        p.name for p in dest.iterdir()}
+    labels = read_labels(dest / "labels.parquet")
+    assert len(labels["train"][0]) == len(dataset.train)
+    assert commands.read_pulled_config(dest).train.epochs == 2
+    by_version = commands.evaluate_registered(f"models:/{MODEL}/{version}", "test")
+    for key in SCORE_KEYS:
+        assert by_version[key] == pytest.approx(result.test_scores[key], abs=1e-4)
+    champion = registry.resolve_version(MODEL, alias="champion")
+    by_alias = commands.evaluate_registered(f"models:/{MODEL}@champion", "test", dataset=dataset)
+    assert champion.source == registry.resolve_version(MODEL, version=version).source
+    assert by_alias == pytest.approx(by_version, abs=1e-6)

@@ -1,0 +1,145 @@
+"""`ray job submit` through the real CLI against a head started here with `ray start --head`.
+
+The head listens on loopback with free ports, has its own --temp-dir and token auth on
+(RAY_AUTH_MODE=token, the token in RAY_AUTH_TOKEN for head and client alike); the job's
+MLflow store is a temp SQLite URI passed with --runtime-env-json. The head runs with --block
+so that terminating that one process stops exactly the Ray processes it started (`ray stop`
+would stop every Ray on the machine); leftovers under its temp dir are killed by pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ray_jobs import common
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+RAY = str(BIN / "ray")
+
+
+def free_ports(count: int) -> list[int]:
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _kill_leftovers(marker: str) -> None:
+    """Kill (by pid) processes whose command line names our head's temp dir."""
+    import psutil
+
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if proc.pid != os.getpid() and marker in " ".join(proc.info["cmdline"] or []):
+                proc.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    temp = Path(tempfile.mkdtemp(prefix="vrh-", dir="/tmp"))  # short: Unix socket paths
+    gcs, dash, client, agent, agent_grpc, metrics, runtime_env = free_ports(7)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+           "RAY_USAGE_STATS_ENABLED": "0", "RAY_JOB_STOP_WAIT_TIME_S": "30",
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    for name in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID"):
+        env.pop(name, None)
+    log = open(temp / "head.log", "w")
+    head = subprocess.Popen(
+        [RAY, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+         "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
+         "--include-dashboard", "true", "--num-cpus", "2", "--temp-dir", str(temp),
+         "--ray-client-server-port", str(client), "--dashboard-agent-listen-port", str(agent),
+         "--dashboard-agent-grpc-port", str(agent_grpc), "--metrics-export-port", str(metrics),
+         "--runtime-env-agent-port", str(runtime_env), "--disable-usage-stats"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"http://127.0.0.1:{dash}"
+    try:
+        _wait_for_jobs_api(address, env, head, temp)
+        yield address, env
+    finally:
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        _kill_leftovers(str(temp))
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _wait_for_jobs_api(address: str, env: dict, head, temp: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            raise RuntimeError(f"ray start exited: {(temp / 'head.log').read_text()[-3000:]}")
+        done = subprocess.run([RAY, "job", "list", "--address", address], env=env,
+                              capture_output=True, text=True, timeout=60)
+        if done.returncode == 0:
+            return
+        time.sleep(2)
+    raise TimeoutError(f"jobs API at {address} not up: {(temp / 'head.log').read_text()[-3000:]}")
+
+
+def test_client_without_the_token_is_refused(ray_head):
+    address, env = ray_head
+    no_auth = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
+    no_auth["RAY_AUTH_MODE"] = "disabled"
+    done = subprocess.run([RAY, "job", "list", "--address", address], env=no_auth,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "401" in done.stdout + done.stderr or "nauthorized" in done.stdout + done.stderr
+
+
+def test_ray_job_submit_tune_plg(ray_head, tmp_path):
+    address, env = ray_head
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    job_id = f"vaplan-test-{uuid.uuid4().hex[:8]}"
+    runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": uri, "RAY_USAGE_STATS_ENABLED": "0"}}
+    submit = [RAY, "job", "submit", "--address", address, "--submission-id", job_id,
+              "--working-dir", ".", "--runtime-env-json", json.dumps(runtime_env), "--",
+              "python", "-m", "ray_jobs.tune_plg", "--preset", "sim-tiny", "--quiet",
+              "--storage-path", str(tmp_path / "ray"), "--name", "submitted",
+              "--space", "plg.visual_threshold=0.040,0.041", "--space", "plg.visual_prompt=VP1",
+              "--space", "plg.audio_threshold=0.038,0.039", "--space", "plg.audio_prompt=AP2"]
+    done = subprocess.run(submit, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    logs = done.stdout[-4000:] + done.stderr[-2000:]
+    status = subprocess.run([RAY, "job", "status", "--address", address, job_id], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert f"job '{job_id}' succeeded" in (status.stdout + status.stderr).lower(), \
+        logs + status.stdout + status.stderr
+    assert "ray: job cluster" in logs  # the driver joined the head, it did not start a Ray
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("vaplan")
+    parent, = client.search_runs([exp.experiment_id], "tags.`vaplan.sweep_name` = 'submitted'")
+    assert parent.info.status == "FINISHED"
+    children = client.search_runs([exp.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 4
+    assert all(run.info.status == "FINISHED" and common.TRIAL_TAG in run.data.tags
+               and "plg/val/average" in run.data.metrics for run in children)
+    assert {run.data.params["plg.audio_threshold"] for run in children} == {"0.038", "0.039"}
+    assert parent.data.params["best.plg.visual_prompt"] == "VP1"

@@ -1,0 +1,207 @@
+"""Ray Tune sweeps on LLP-sim (sim-tiny) in one private local Ray (2 CPUs) with a real MLflow
+SQLite store: child runs under a parent (params, metrics with steps), a failing trial, ASHA
+training trials, PLD with retraining, an interrupted sweep resumed without re-running finished
+trials, and invalid spaces refused before anything starts. Ray is always shut down."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import pytest
+
+from ray_jobs import common, space as spaces, tune_pld, tune_plg, tune_train
+from ray_jobs.jobs import EXIT_INTERRUPTED, EXIT_INVALID
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+TINY_MODEL = ["--set", "train.model.hidden_dim=32", "--set", "train.model.ffn_dim=32",
+              "--set", "train.epochs=2"]
+PLG_FIXED = ["--space", "plg.visual_prompt=VP1", "--space", "plg.audio_prompt=AP2",
+             "--space", "plg.audio_threshold=0.038"]
+
+
+@pytest.fixture(scope="module")
+def ray_env():
+    """Token auth on (as Ray 2.60 defaults for local clusters), from the env: no token file."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_AUTH_MODE", "token")
+        patch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
+        patch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.delenv("RAY_ADDRESS", raising=False)
+        yield
+
+
+@pytest.fixture(scope="module")
+def local_ray(ray_env):
+    common.init_ray("local", num_cpus=2, quiet=True)
+    try:
+        yield
+    finally:
+        common.shutdown_ray()
+        import mlflow
+
+        mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def where(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    return uri, ["--preset", "sim-tiny", "--tracking-uri", uri, "--storage-path",
+                 str(tmp_path / "ray"), "--quiet", "--address", "local", "--num-cpus", "2"]
+
+
+def runs_of(uri: str, sweep_name: str):
+    """(parent run, [child runs]) of a sweep in the store."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("vaplan")
+    parents = client.search_runs([exp.experiment_id],
+                                 f"tags.`vaplan.sweep_name` = '{sweep_name}'")
+    assert len(parents) == 1, [p.info.run_name for p in parents]
+    children = client.search_runs(
+        [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'",
+        order_by=["attributes.start_time ASC"])
+    return client, parents[0], children
+
+
+def trial_runs(children):
+    return [run for run in children if common.TRIAL_TAG in run.data.tags]
+
+
+# ------------------------------------------------------------ validation (no Ray, no store)
+
+@pytest.mark.parametrize("module, item, words", [
+    (tune_plg, "plg.visual_threshold=0.04,1.5", "plg.visual_threshold must lie in (0, 1)"),
+    (tune_plg, "plg.audio_threshold=uniform:0,0.05", "plg.audio_threshold must lie in (0, 1)"),
+    (tune_plg, "plg.visual_prompt=VP1,VP9", "plg.visual_prompt: unknown prompt id 'VP9'"),
+    (tune_plg, "plg.audio_prompt=VP1", "plg.audio_prompt: 'VP1' is not a audio prompt"),
+    (tune_pld, "pld.visual_k=5,11", "pld.visual_k must be an integer in 1..10"),
+    (tune_pld, "pld.audio_k=0", "pld.audio_k must be an integer in 1..10"),
+    (tune_pld, "pld.visual_alpha=-3", "pld.visual_alpha must be > 0"),
+    (tune_train, "train.nope=1", "'train.nope' is not a config option"),
+    (tune_train, "train.loss.variant=choice:richness,bogus", "train.loss.variant"),
+    (tune_train, "plg.visual_threshold=0.04", "searches train.* options only"),
+])
+def test_invalid_space_refused_before_anything_starts(module, item, words, where, tmp_path,
+                                                      capsys, ray_env):
+    import ray
+
+    uri, common_args = where
+    assert module.main([*common_args, "--space", item]) == EXIT_INVALID
+    err = capsys.readouterr().err
+    assert words in err, err
+    assert not ray.is_initialized() or common._CACHE == {}
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "ray").exists()
+
+
+def test_space_file_and_cli_precedence(tmp_path):
+    from vaplan.config import get_preset
+
+    path = tmp_path / "space.yaml"
+    path.write_text("space:\n  plg.visual_threshold: [0.040, 0.041]\n"
+                    "  plg.visual_prompt: {choice: [VP1, VP2]}\nnum_samples: 3\n")
+    file_space, extra = spaces.load_space_file(path)
+    space = spaces.build_space(tune_plg.DEFAULT_SPACE, file_space,
+                               ["plg.visual_threshold=0.039"], get_preset("sim-tiny"), ("plg.",))
+    assert extra == {"num_samples": 3}
+    assert space["plg.visual_threshold"] == spaces.Dimension("plg.visual_threshold", "fixed",
+                                                            (0.039,))
+    assert space["plg.visual_prompt"].kind == "choice"
+    assert spaces.grid_size(space) == 5 * 2  # audio threshold x audio prompt defaults
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"plg.visual_threshold": {"uniform": [0.03, 1.2]}}))
+    with pytest.raises(spaces.SpaceError, match="plg.visual_threshold must lie in"):
+        spaces.build_space({}, spaces.load_space_file(bad)[0], [], get_preset("sim-tiny"),
+                           ("plg.",))
+
+
+# ------------------------------------------------------------ sweeps
+
+def test_tune_plg_child_runs_and_a_failing_trial(local_ray, where):
+    uri, args = where
+    code = tune_plg.main([*args, *PLG_FIXED, "--name", "plg",
+                          "--space", "plg.visual_threshold=0.040,0.041,0.042",
+                          "--inject-failure", "plg.visual_threshold=0.042"])
+    assert code == 0
+    client, parent, children = runs_of(uri, "plg")
+    trials = trial_runs(children)
+    assert len(trials) == 3
+    statuses = sorted(run.info.status for run in trials)
+    assert statuses == ["FAILED", "FINISHED", "FINISHED"]
+    failed = next(run for run in trials if run.info.status == "FAILED")
+    assert failed.data.params["plg.visual_threshold"] == "0.042"
+    for run in trials:
+        assert run.data.params["plg.visual_prompt"] == "VP1"
+        assert run.data.tags["vaplan.sweep"] == "tune_plg"
+        if run.info.status == "FINISHED":
+            assert 0 < run.data.metrics[tune_plg.OBJECTIVE] <= 100
+            assert "plg/val/visual/seg" in run.data.metrics
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["sweep/num_errored"] == 1
+    assert parent.data.params["best.plg.visual_threshold"] in ("0.04", "0.041")
+    best = max((r for r in trials if r.info.status == "FINISHED"),
+               key=lambda r: r.data.metrics[tune_plg.OBJECTIVE])
+    assert parent.data.tags["vaplan.best_run_id"] == best.info.run_id
+    assert parent.data.params["space.plg.visual_threshold"].startswith("grid")
+
+
+def test_tune_train_asha_reports_every_epoch(local_ray, where):
+    uri, args = where
+    code = tune_train.main([*args, *TINY_MODEL, "--name", "train", "--num-samples", "2",
+                            "--space", "train.loss.variant=richness,naive",
+                            "--space", "train.lr=1e-3", "--cpus-per-trial", "1"])
+    assert code == 0
+    client, parent, children = runs_of(uri, "train")
+    trials = trial_runs(children)
+    assert len(trials) == 4 and all(run.info.status == "FINISHED" for run in trials)
+    epochs = [[m.step for m in client.get_metric_history(run.info.run_id, "val/seg_type")]
+              for run in trials]
+    assert all(steps[0] == 1 for steps in epochs) and max(map(len, epochs)) == 2
+    assert {run.data.params["train.loss.variant"] for run in trials} == {"richness", "naive"}
+    assert all(run.data.params["train.num_threads"] == "1" for run in trials)
+    assert "winner/best/val/seg_type" in parent.data.metrics
+    loads = [int(run.data.tags["vaplan.worker_cache_loads"]) for run in trials]
+    assert max(loads) <= 1  # the dataset is resolved at most once per worker process
+
+
+def test_tune_pld_stage_one_and_retrain(local_ray, where):
+    uri, args = where
+    code = tune_pld.main([*args, *TINY_MODEL, "--set", "train.epochs=1", "--name", "pld",
+                          "--space", "pld.visual_k=3,5", "--space", "pld.visual_alpha=30",
+                          "--space", "pld.audio_k=6", "--space", "pld.audio_alpha=400",
+                          "--retrain-top", "1"])
+    assert code == 0
+    client, parent, children = runs_of(uri, "pld")
+    steps = [run.data.tags.get("vaplan.step") for run in children if "vaplan.step" in run.data.tags]
+    assert steps == ["generate_labels", "train"]  # stage one: the pipeline's steps
+    trials = trial_runs(children)
+    assert len(trials) == 2 and all("gain/visual/average" in r.data.metrics for r in trials)
+    _, retrain_parent, retrained = runs_of(uri, "pld-retrain")
+    assert retrain_parent.data.tags["vaplan.sweep_of"] == parent.info.run_id
+    assert len(trial_runs(retrained)) == 1
+    assert "val/seg_type" in trial_runs(retrained)[0].data.metrics
+
+
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(local_ray, where):
+    uri, args = where
+    sweep = [*args, *PLG_FIXED, "--name", "resumable", "--max-concurrent", "1",
+             "--space", "plg.visual_threshold=0.039,0.040,0.041,0.042,0.043"]
+    assert tune_plg.main([*sweep, "--interrupt-after", "2"]) == EXIT_INTERRUPTED
+    client, parent, children = runs_of(uri, "resumable")
+    assert parent.info.status == "KILLED"
+    before = {run.data.tags[common.TRIAL_TAG]: run.info.run_id for run in trial_runs(children)
+              if run.info.status == "FINISHED"}
+    assert len(before) >= 2
+    assert tune_plg.main([*sweep, "--resume"]) == 0
+    client, parent, children = runs_of(uri, "resumable")
+    assert parent.info.status == "FINISHED"
+    finished = [run for run in trial_runs(children) if run.info.status == "FINISHED"]
+    by_trial = {}
+    for run in finished:
+        by_trial.setdefault(run.data.tags[common.TRIAL_TAG], []).append(run.info.run_id)
+    assert len(by_trial) == 5 and all(len(ids) == 1 for ids in by_trial.values())
+    for trial_id, run_id in before.items():
+        assert by_trial[trial_id] == [run_id]  # finished before the stop: not re-run
+    assert parent.data.metrics["sweep/num_trials"] == 5
