@@ -55,15 +55,9 @@ class StageOne:
 
 def denoise(prob_seg: np.ndarray, labels, pld):
     """PLD of both modalities as configured (a modality that is off keeps its labels)."""
-    from vaplan.data.types import PseudoLabels
-    from vaplan.denoise import denoise_labels
+    from vaplan.method import denoise_pseudo_labels
 
-    def one(m: int, seg: np.ndarray, on: bool, k: int, alpha: float) -> np.ndarray:
-        return denoise_labels(prob_seg[:, :, m], seg, seg.max(axis=1), k=k, alpha=alpha) \
-            if on else seg
-
-    return PseudoLabels(one(0, labels.seg_audio, pld.audio, pld.audio_k, pld.audio_alpha),
-                        one(1, labels.seg_visual, pld.visual, pld.visual_k, pld.visual_alpha))
+    return denoise_pseudo_labels(prob_seg, labels, pld)
 
 
 def pld_quality(stage: StageOne, pld) -> dict[str, float]:

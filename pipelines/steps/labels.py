@@ -13,7 +13,8 @@ from pipelines.steps.common import (CHECKPOINT, PLD_FILE, PLG_FILE, label_splits
                                     write_label_table)
 from vaplan.config import PLDConfig, PLGConfig
 from vaplan.data.types import Dataset, PseudoLabels, SplitData
-from vaplan.denoise import denoise_labels, forward_loss_map
+from vaplan.denoise import forward_loss_map
+from vaplan.method import denoise_pseudo_labels
 from vaplan.metrics import per_class_f
 from vaplan.pseudo_labels import generate_pseudo_labels
 from vaplan.train import load_checkpoint, predict
@@ -37,22 +38,10 @@ def generate_labels(ctx: StepContext, dataset: Dataset, plg: PLGConfig) -> StepR
     return run_step(ctx, "generate_labels", plg, {"dataset": dataset.digest}, compute)
 
 
-def _denoise_modality(prob: np.ndarray, labels: np.ndarray, enabled: bool, k: int,
-                      alpha: float) -> np.ndarray:
-    """PLD of one modality (N,T,C), or the labels unchanged when PLD is off for it."""
-    if not enabled:
-        return labels
-    return denoise_labels(prob, labels, labels.max(axis=1), k=k, alpha=alpha)
-
-
 def _denoise_split(model, split: SplitData, labels: PseudoLabels, pld: PLDConfig,
                    device: str) -> tuple[PseudoLabels, np.ndarray]:
     prob_seg = predict(model, split.features, device=device).prob_seg  # (N, T, 2, C)
-    audio = _denoise_modality(prob_seg[:, :, 0], labels.seg_audio, pld.audio, pld.audio_k,
-                              pld.audio_alpha)
-    visual = _denoise_modality(prob_seg[:, :, 1], labels.seg_visual, pld.visual, pld.visual_k,
-                               pld.visual_alpha)
-    return PseudoLabels(audio, visual), prob_seg
+    return denoise_pseudo_labels(prob_seg, labels, pld), prob_seg
 
 
 def denoise(ctx: StepContext, dataset: Dataset, pld: PLDConfig, plg: PLGConfig,
