@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test test-fast venv lock clean-demo
+.PHONY: demo test test-fast ablation venv lock clean-demo
 
 venv: $(STAMP)
 
@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml requirements.lock
 
 demo: $(STAMP)
 	$(PY) -m pipelines --preset sim-small
+
+ablation: $(STAMP)
+	$(PY) -m vaplan.cli ablation --preset sim-small
 
 test: $(STAMP)
 	$(PY) -m pytest -q
