@@ -26,9 +26,9 @@ def add_args(parser: argparse.ArgumentParser, job: str) -> None:
 
 def load_dataset(data_cfg):
     """The Dataset of a DataConfig (the pipeline's loader: LLP-sim or real LLP)."""
-    from pipelines.steps import load_data
+    from vaplan.data.dataset import load_dataset as load
 
-    return load_data(data_cfg, progress=False)
+    return load(data_cfg, progress=False)
 
 
 def start_ray(opts: SweepOptions, uri: str) -> str:
@@ -68,16 +68,22 @@ def refuse(err: Exception) -> int:
     return EXIT_INVALID
 
 
-def run_single(spec: SweepSpec, args: argparse.Namespace, make_data: MakeData) -> int:
-    """One sweep job from parsed arguments."""
+def prepare_job(spec: SweepSpec, args: argparse.Namespace):
+    """(options, plan, dataset, tracking URI) of a sweep job; invalid input raises before Ray."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     opts = options_from_args(args)
-    try:
-        plan = plan_sweep(spec, opts)
-    except (SpaceError, FileNotFoundError) as err:
-        return refuse(err)
+    plan = plan_sweep(spec, opts)
     dataset = load_dataset(plan.base.data)
     uri = plan.state.tracking_uri if plan.state else job_tracking_uri(opts)
+    return opts, plan, dataset, uri
+
+
+def run_single(spec: SweepSpec, args: argparse.Namespace, make_data: MakeData) -> int:
+    """One sweep job from parsed arguments."""
+    try:
+        opts, plan, dataset, uri = prepare_job(spec, args)
+    except (SpaceError, FileNotFoundError) as err:
+        return refuse(err)
     with ray_session(opts, uri):
         outcome = run_sweep(plan, opts, make_data(plan, share_dataset(dataset)))
     from pipelines import tracking
@@ -118,14 +124,10 @@ def memo_data(make):
 def run_pld(spec: SweepSpec, retrain_spec: SweepSpec, args: argparse.Namespace,
             stage_one_data) -> int:
     """tune_pld: the PLD sweep on stage-one predictions, then optionally retrain the best N."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    opts = options_from_args(args)
     try:
-        plan = plan_sweep(spec, opts)
+        opts, plan, dataset, uri = prepare_job(spec, args)
     except (SpaceError, FileNotFoundError) as err:
         return refuse(err)
-    dataset = load_dataset(plan.base.data)
-    uri = plan.state.tracking_uri if plan.state else job_tracking_uri(opts)
     with ray_session(opts, uri):
         shared = share_dataset(dataset)
         stage = memo_data(stage_one_data(opts, shared, args.checkpoint, args.retrain_top > 0))
