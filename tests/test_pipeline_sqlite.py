@@ -214,3 +214,26 @@ def test_pull_and_evaluate_by_alias_and_version(pipeline, dataset, tmp_path):
     by_alias = commands.evaluate_registered(f"models:/{MODEL}@champion", "test", dataset=dataset)
     assert champion.source == registry.resolve_version(MODEL, version=version).source
     assert by_alias == pytest.approx(by_version, abs=1e-6)
+
+
+def test_cli_pull_and_evaluate(pipeline, store, tmp_path):
+    """`vaplan evaluate` and `vaplan pull` (typer) print/write what the registry holds."""
+    from typer.testing import CliRunner
+
+    from vaplan.cli import app
+
+    _, result = pipeline
+    version = result.registration["version"]
+    runner = CliRunner()
+    out = runner.invoke(app, ["evaluate", "--model", f"models:/{MODEL}/{version}", "--split",
+                              "test", "--tracking-uri", store])
+    assert out.exit_code == 0, out.output
+    printed = {line.split()[0]: float(line.split()[1]) for line in out.output.splitlines()
+               if line.startswith("test/")}
+    assert set(printed) == {f"test/{key}" for key in SCORE_KEYS}
+    for key in SCORE_KEYS:  # printed with two decimals
+        assert printed[f"test/{key}"] == pytest.approx(result.test_scores[key], abs=0.006)
+    pulled = runner.invoke(app, ["pull", "--model", MODEL, "--version", str(version),
+                                 "--dest", str(tmp_path / "cli"), "--tracking-uri", store])
+    assert pulled.exit_code == 0, pulled.output
+    assert (tmp_path / "cli" / "checkpoint.pt").is_file()
