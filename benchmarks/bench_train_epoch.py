@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for (b)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="train.precision of (a); (b), the official style, stays fp32")
     parser.add_argument("--same-model", action="store_true",
                         help="(b) pools before fc_v like (a): isolates the data path")
     parser.add_argument("--data-only", action="store_true",
@@ -124,11 +126,11 @@ class OfficialOrderHAN(HAN):
         return x  # (B, T, d)
 
 
-def make_model(args: argparse.Namespace, official_order: bool = False):
+def make_model(args: argparse.Namespace, official_order: bool = False, precision: str = "fp32"):
     torch.manual_seed(args.seed)
     model = (OfficialOrderHAN() if official_order else HAN()).to(args.device)
     cfg = TrainConfig(batch_size=args.batch_size, device=args.device,
-                      loss=LossConfig(variant="baseline"), seed=args.seed)
+                      loss=LossConfig(variant="baseline"), seed=args.seed, precision=precision)
     return model, torch.optim.Adam(model.parameters(), lr=cfg.lr), cfg
 
 
@@ -140,7 +142,7 @@ def run_memory(args: argparse.Namespace, work: Path) -> dict:
     y = torch.from_numpy(video_labels(args.num_videos, args.seed)).to(args.device)
     targets = BatchTargets(y, y, y)
     load_s = time.perf_counter() - started
-    model, optimizer, cfg = make_model(args)
+    model, optimizer, cfg = make_model(args, precision=args.precision)
     generator = torch.Generator().manual_seed(args.seed)
     started = time.perf_counter()
     if args.data_only:  # the same batching as train_epoch, without the model step
@@ -188,7 +190,7 @@ def run_child(mode: str, args: argparse.Namespace, work: Path) -> dict:
     cmd = [sys.executable, __file__, "--num-videos", str(args.num_videos),
            "--batch-size", str(args.batch_size), "--threads", str(args.threads),
            "--workers", str(args.workers), "--device", args.device, "--seed", str(args.seed),
-           "--child", mode, "--workdir", str(work)]
+           "--child", mode, "--workdir", str(work), "--precision", args.precision]
     cmd += [flag for flag, on in (("--same-model", args.same_model),
                                   ("--data-only", args.data_only)) if on]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -211,7 +213,8 @@ def report(args: argparse.Namespace, setup: dict, a: dict, b: dict) -> None:
     print(f"\nHAN, one epoch over {args.num_videos} videos, batch {args.batch_size}, "
           f"{a['steps']:.0f} vs {b['steps']:.0f} steps, device {args.device}, "
           f"{args.threads} threads, {args.workers} DataLoader workers, "
-          f"official fc order in (b): {args.official_fc_order}, data only: {args.data_only}")
+          f"official fc order in (b): {args.official_fc_order}, data only: {args.data_only}, "
+          f"precision of (a): {args.precision}")
     print(f"setup: wrote official files in {setup['write_s']:.1f} s, "
           f"built the feature store in {setup['store_s']:.1f} s (one-off)")
     print(f"{'':34s}{'wall s':>10s}{'peak RSS MB':>14s}{'(after imports)':>17s}"

@@ -181,3 +181,27 @@ def test_training_on_cuda_matches_a_cpu_reload(tmp_path, data):
     on_cpu = predict(cpu_model, val.features, device="cpu")
     np.testing.assert_allclose(on_gpu.prob_seg, on_cpu.prob_seg, atol=1e-4)
     assert evaluate_model(result.model, val)["seg_type"] == pytest.approx(result.best_score)
+
+
+def test_bf16_training_step_is_deterministic_and_close_to_fp32():
+    """bf16 autocast trains (fp32 weights and loss), reproducibly, and stays near fp32."""
+    from vaplan.losses import BatchTargets
+    from vaplan.train import train_step
+
+    def one_step(precision):
+        torch.manual_seed(0)
+        model = HAN()
+        opt = torch.optim.Adam(model.parameters(), lr=3e-4)
+        gen = torch.Generator().manual_seed(1)
+        inputs = (torch.randn(4, 10, 128, generator=gen), torch.randn(4, 10, 2048, generator=gen),
+                  torch.randn(4, 10, 512, generator=gen))
+        y = (torch.rand(4, 25, generator=gen) < 0.2).float()
+        cfg = TrainConfig(loss=LossConfig(variant="baseline"), precision=precision)
+        loss = train_step(model, opt, cfg, inputs, BatchTargets(y, y, y))
+        return loss, model.fc_prob.weight.dtype
+
+    fp32, bf16_a, bf16_b = one_step("fp32"), one_step("bf16"), one_step("bf16")
+    assert bf16_a == bf16_b and bf16_a[1] == torch.float32
+    assert bf16_a[0] == pytest.approx(fp32[0], rel=0.02)
+    with pytest.raises(ValueError, match="train.precision"):
+        one_step("fp8")

@@ -16,6 +16,7 @@ from typing import Any, Literal
 LossVariant = Literal["baseline", "video", "naive", "richness"]
 DataSource = Literal["sim", "llp"]
 FeatureSet = Literal["official", "clip_clap"]
+Precision = Literal["fp32", "bf16"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     num_threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    # "bf16": the training step's matmuls under bf16 autocast (weights, loss and evaluation stay
+    # fp32). ~1.5x faster on CPUs with AVX512-BF16 and on GPUs; "fp32" reproduces the paper.
+    precision: Precision = "fp32"
     select_metric: str = "seg_type"  # validation score that picks the best epoch
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)

@@ -28,7 +28,7 @@ from vaplan import metrics
 from vaplan.config import TrainConfig, from_dict, to_dict
 from vaplan.data.types import Features, PseudoLabels, SplitData
 from vaplan.losses import BatchTargets, compute_loss
-from vaplan.models import HAN
+from vaplan.models import HAN, HANOutput
 
 CHECKPOINT_FORMAT_VERSION = 1
 Inputs = tuple[Tensor, Tensor, "Tensor | None"]  # audio, visual, visual_3d
@@ -126,10 +126,20 @@ def select_batch(inputs: Inputs, targets: BatchTargets,
     return (pick(inputs[0]), pick(inputs[1]), pick(inputs[2])), batch_targets
 
 
+def training_autocast(precision: str, device: str):
+    """bf16 autocast for the forward pass of a training step, or a no-op for fp32."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"train.precision must be 'fp32' or 'bf16', got {precision!r}")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
+                          enabled=precision == "bf16")
+
+
 def train_step(model: HAN, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
                inputs: Inputs, targets: BatchTargets) -> float:
     """One optimisation step on one batch; returns the loss value."""
-    out = model(*inputs)
+    with training_autocast(cfg.precision, cfg.device):
+        out = model(*inputs)
+    out = HANOutput(*(t.float() for t in out))  # the loss is always computed in fp32
     loss, _ = compute_loss(cfg.loss, out, targets)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
