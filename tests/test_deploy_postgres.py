@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +28,7 @@ PG_SCRIPT = REPO / "scripts" / "postgres_local.sh"
 WRITER = REPO / "tests" / "deploy_writer.py"
 sys.path.insert(0, str(REPO / "tests"))
 import deploy_writer  # noqa: E402
+from servers import free_port, stop_process_group  # noqa: E402
 
 N_WRITERS = 8
 STEPS = 30  # x 4 score keys = 120 metric points per trial
@@ -63,12 +62,6 @@ def _compose_allowed_hosts() -> str:
                 if a.startswith("--allowed-hosts="))
     hosts = flag.split("=", 1)[1].split(",")
     return ",".join(h for h in hosts if "${" not in h)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _http_status(port: int, path: str, host: str) -> int:
@@ -109,7 +102,7 @@ def mlflow_server(postgres_uri, tmp_path_factory):
     """`mlflow server` on PostgreSQL with a local artifacts destination served through it."""
     root = tmp_path_factory.mktemp("mlflow-server")
     artifacts = root / "artifacts"
-    port = _free_port()
+    port = free_port()
     cmd = [
         sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", postgres_uri,
@@ -136,13 +129,7 @@ def mlflow_server(postgres_uri, tmp_path_factory):
             time.sleep(1.0)
         yield {"uri": f"http://127.0.0.1:{port}", "port": port, "artifacts": artifacts}
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
+        stop_process_group(proc, grace_s=10, kill_wait_s=30)
         log.close()
 
 

@@ -8,8 +8,6 @@ stopped.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +19,7 @@ import pytest
 from mlflow import MlflowClient
 
 from pipelines import commands, tracking
+from servers import free_port, stop_process_group
 from pipelines.config import STEP_NAMES, pipeline_config_from_preset
 from pipelines.pipeline import run
 from vaplan.metrics import SCORE_KEYS
@@ -28,12 +27,6 @@ from vaplan.metrics import SCORE_KEYS
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MODEL = "vaplan-han-server-test"
 START_TIMEOUT_S = 90
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
@@ -52,22 +45,10 @@ def _wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
                        f"{log.read_text()[-3000:]}")
 
 
-def _stop(server: subprocess.Popen) -> None:
-    """Stop the server's whole process group (it forks workers), escalating to SIGKILL."""
-    if server.poll() is not None:
-        return
-    os.killpg(server.pid, signal.SIGTERM)
-    try:
-        server.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def server_uri(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow-server")
-    port, log = _free_port(), root / "server.log"
+    port, log = free_port(), root / "server.log"
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
                "--port", str(port), "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
                "--artifacts-destination", str(root / "artifacts"), "--workers", "1"]
@@ -85,7 +66,7 @@ def server_uri(tmp_path_factory):
             yield url, root
             mlflow.set_tracking_uri(None)
     finally:
-        _stop(server)
+        stop_process_group(server, grace_s=20, kill_wait_s=10)  # it forks workers
 
 
 def test_pipeline_over_http(server_uri):
