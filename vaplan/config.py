@@ -17,6 +17,8 @@ LossVariant = Literal["baseline", "video", "naive", "richness"]
 DataSource = Literal["sim", "llp"]
 FeatureSet = Literal["official", "clip_clap"]
 Precision = Literal["fp32", "bf16"]
+PLDApply = Literal["auto", "always", "never"]
+PatternBank = Literal["val", "val+test"]
 
 
 @dataclass(frozen=True)
@@ -90,8 +92,17 @@ class PLGConfig:
 
 @dataclass(frozen=True)
 class PLDConfig:
-    """Pseudo-label denoising (Eq. 10-11) per modality; audio is off by default (paper §5)."""
+    """Pseudo-label denoising (Eq. 10-11) per modality; audio is off by default (paper §5).
 
+    apply: what the retrain step trains on, per enabled modality.
+      auto    the denoised labels only when a paired bootstrap over val videos shows their
+              quality beats the PLG labels' at `confidence`; otherwise the PLG labels (logged why)
+      always  the denoised labels (the paper's recipe)
+      never   the PLG labels (PLD still runs and is reported)
+    """
+
+    apply: PLDApply = "auto"
+    confidence: float = 0.95
     visual: bool = True
     visual_k: int = 5
     visual_alpha: float = 30.0
@@ -109,6 +120,9 @@ class SimConfig:
     feature_dtype: str = "float16"
     val_fraction: float = 1.0  # share of the real val videos to keep (tiny test datasets)
     test_fraction: float = 1.0  # share of the real test videos to keep
+    # Real annotations the simulated training truth is drawn from. "val" keeps the test split
+    # out of everything the model sees in training; "val+test" only reproduces the old leak.
+    pattern_bank: PatternBank = "val"
 
 
 @dataclass(frozen=True)
@@ -124,6 +138,20 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class RegistryConfig:
+    """The promotion gate: a paired bootstrap over val videos (champion vs candidate).
+
+    A candidate becomes champion only when the lower bound of the improvement of the promotion
+    metric at `confidence` exceeds `min_improvement` (points); non-finite scores never promote.
+    """
+
+    confidence: float = 0.95
+    min_improvement: float = 0.0
+    bootstrap_samples: int = 2000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """Everything one VAPLAN run needs: data, PLG, PLD and training."""
 
@@ -131,6 +159,7 @@ class ExperimentConfig:
     plg: PLGConfig = field(default_factory=PLGConfig)
     pld: PLDConfig = field(default_factory=PLDConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
 
 
 def _sim_preset(num_train: int, epochs: int, val_fraction: float = 1.0,
