@@ -181,7 +181,7 @@ def environment(device: str) -> dict:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", default="auto", help="auto|fp32|fp16|bf16")
+    p.add_argument("--precision", default="fp32", help="fp32|fp16|bf16 (opt-in autocast)")
     p.add_argument("--random-weights", action="store_true", help="no checkpoints needed")
     p.add_argument("--clip-model", default="ViT-B-32")
     p.add_argument("--clip-ckpt", default=None)

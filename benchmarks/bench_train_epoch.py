@@ -19,6 +19,11 @@ are mostly in the page cache, the best case for (b)).
       up to rounding, 8x the fc_v work): that is the official style this benchmark compares with.
   --same-model          (b) pools before fc_v like (a), to isolate the data path.
 
+  --guard-overhead      instead: the CPU time of vaplan.train's non-finite guard (the fused
+                        gradient norm + loss read before optimizer.step; the epoch-end weight
+                        check) next to the whole train_step of the published HAN, in-process,
+                        `--repeats` blocks of 10 steps (process CPU time: robust to other load)
+
 Runtime: one step of the published HAN takes ~0.15 s on 2 free CPU cores (1 s and more when the
 cores are shared), so the default 10,000 videos (313 steps per side) takes ~2 x 50 s plus ~1 min
 of setup on a quiet 2-core machine and far longer on a busy one; `--num-videos 1000` (32 steps per
@@ -68,6 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="run (a) and (b) this many times, alternating order; report the best")
     parser.add_argument("--workdir", default=None,
                         help="parent folder of the temporary files (default: the system temp)")
+    parser.add_argument("--guard-overhead", action="store_true",
+                        help="time the training guards against a whole train_step instead")
     parser.add_argument("--child", choices=["memory", "files"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.official_fc_order = not args.same_model  # the official network: fc_v on all 80 frames
@@ -230,9 +237,55 @@ def report(args: argparse.Namespace, setup: dict, a: dict, b: dict) -> None:
           f"(epoch only: {b['epoch_s'] / a['epoch_s']:.2f}x)")
 
 
+def guard_overhead(args: argparse.Namespace, steps: int = 10) -> None:
+    """CPU time per train_step of the published HAN vs its non-finite guards alone."""
+    from statistics import median
+
+    from vaplan.train import _norm, check_weights
+
+    torch.set_num_threads(args.threads)
+    gen = torch.Generator().manual_seed(args.seed)
+    b = args.batch_size
+    inputs = tuple(torch.randn(b, 10, d, generator=gen).to(args.device) for d in (128, 2048, 512))
+    y = (torch.rand(b, C, generator=gen) < 0.1).float().to(args.device)
+    model, optimizer, cfg = make_model(args, precision=args.precision)
+    model.train()
+    clock = time.process_time
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+
+    def per_call(fn) -> float:
+        fn()
+        sync()
+        started = clock()
+        for _ in range(steps):
+            fn()
+        sync()
+        return (clock() - started) / steps * 1e3
+
+    def guard() -> None:  # what train_step adds before optimizer.step
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        torch.stack([y.sum(), _norm(grads).to(args.device)]).tolist()
+
+    times: dict[str, list[float]] = {"step": [], "guard": [], "weights": []}
+    for _ in range(args.repeats):
+        times["step"].append(per_call(lambda: train_step(model, optimizer, cfg, inputs,
+                                                         BatchTargets(y, y, y))))
+        times["guard"].append(per_call(guard))
+        times["weights"].append(per_call(lambda: check_weights(model, "bench")))
+    step, guard_ms, weights = (median(times[k]) for k in ("step", "guard", "weights"))
+    print(f"published HAN, batch {b}, {args.threads} threads, {args.device}, {args.precision}, "
+          f"median of {args.repeats} blocks of {steps} calls (process CPU time):")
+    print(f"train_step (guard included) {step:.1f} ms; guard alone {guard_ms:.2f} ms per step "
+          f"= {100 * guard_ms / (step - guard_ms):.2f}% of an unguarded step; "
+          f"epoch-end weight check {weights:.2f} ms per epoch")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Write the data once, run (a) and (b) in child processes, print the comparison."""
     args = parse_args(argv)
+    if args.guard_overhead:
+        guard_overhead(args)
+        return
     if args.child:
         child_main(args)
         return

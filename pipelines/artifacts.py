@@ -1,4 +1,5 @@
-"""Files the pipeline writes: pseudo-label Parquet tables, JSON, digests; all written atomically.
+"""Files the pipeline writes: pseudo-label Parquet tables, JSON, digests; all written atomically
+(vaplan.io: temporary sibling + os.replace, modes follow the umask).
 
 Pseudo-label table (one row per video x segment x modality; schema in docs/pipelines.md):
 
@@ -10,13 +11,11 @@ Pseudo-label table (one row per video x segment x modality; schema in docs/pipel
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +24,7 @@ import pyarrow.parquet as pq
 from vaplan.categories import CLASS_INDEX, CLASSES, NUM_CLASSES
 from vaplan.config import PLGConfig
 from vaplan.data.types import PseudoLabels, TeacherScores
+from vaplan.io import atomic_path, atomic_write
 
 MODALITIES = ("audio", "visual")
 LabelSplits = dict[str, tuple[np.ndarray, PseudoLabels]]  # split -> (video_ids (N,), labels)
@@ -36,25 +36,9 @@ LABEL_SCHEMA = pa.schema([
 ])
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; os.replace it into place when the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def write_json(path: str | os.PathLike, data: Any) -> Path:
-    """Atomically write pretty, key-sorted JSON."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    return Path(path)
+    """Atomically write pretty, key-sorted JSON (mode follows the umask, vaplan.io)."""
+    return atomic_write(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:

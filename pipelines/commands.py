@@ -6,20 +6,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import sys
 import tempfile
+import uuid
+import warnings
 from pathlib import Path
+from typing import Iterator
 
 import mlflow
 import numpy as np
+from mlflow.models import Model
 
 from pipelines import registry, tracking
 from pipelines.artifacts import read_json, write_json
+from pipelines.pyfunc_model import UnverifiedModelWarning
 from vaplan.config import ExperimentConfig, from_dict
 from vaplan.data.types import Dataset
 from vaplan.metrics import avvp_scores
 
+PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 PULLED_FILES = {"checkpoint": "checkpoint.pt", "labels": "labels.parquet",
                 "config": "config.json"}
 
@@ -29,35 +37,73 @@ def pull(model: str, dest: str, alias: str | None = "champion", version: int | N
     """Write a registered version's checkpoint.pt, labels.parquet (the denoised labels it was
     trained on), config.json and version.json (name, version, aliases, tags) into `dest`.
 
-    `version` wins over `alias`. Returns the destination folder.
+    `version` wins over `alias`. Every file is checked against the sha256 recorded at
+    registration first (IntegrityError names the file and both digests); on any failure
+    nothing is written into `dest`. Returns the destination folder.
     """
-    tracking.use_tracking_uri(tracking_uri)
+    tracking.open_existing_store(tracking_uri, model, alias, version)  # never creates one
     found = registry.resolve_version(model, alias=alias, version=version)
-    number = str(found.version)
     dest_dir = Path(dest)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".pull-", dir=dest_dir) as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{model}/{number}", dst_path=tmp))
-        bundled = {path.name: path for path in (local / "artifacts").rglob("*") if path.is_file()}
+    existed = dest_dir.is_dir()
+    stage = _stage_dir(dest_dir if existed else dest_dir.parent)
+    try:
+        _, files = _download_verified(model, found, stage / "model")
+        out = stage / "out"
+        out.mkdir()
         for key, target in PULLED_FILES.items():
-            source = _bundled_file(bundled, key, model, number)
-            shutil.copyfile(source, Path(tmp) / f".{target}")
-            (Path(tmp) / f".{target}").replace(dest_dir / target)  # atomic per file
-    write_json(dest_dir / "version.json", {
-        "model_name": model, "version": number, "aliases": list(found.aliases),
-        "run_id": found.run_id, "source": found.source, "tags": dict(found.tags)})
+            shutil.copyfile(files[key], out / target)
+        write_json(out / "version.json", {
+            "model_name": model, "version": str(found.version), "aliases": list(found.aliases),
+            "run_id": found.run_id, "source": found.source, "tags": dict(found.tags)})
+        if existed:  # one os.replace per file, all verified
+            for path in out.iterdir():
+                path.replace(dest_dir / path.name)
+        else:
+            out.rename(dest_dir)  # the whole folder at once
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return dest_dir
 
 
-def _bundled_file(bundled: dict[str, Path], key: str, model: str, version: str) -> Path:
-    """The model artifact stored for `key` (MLflow keeps the original file names)."""
-    suffix = {"checkpoint": ".pt", "labels": ".parquet", "config": ".json"}[key]
-    matches = [path for name, path in bundled.items() if name.endswith(suffix)]
-    if len(matches) != 1:
-        raise FileNotFoundError(f"model {model} v{version}: expected one {suffix} artifact for "
-                                f"{key!r}, found {sorted(bundled)}")
-    return matches[0]
+def _stage_dir(parent: Path) -> Path:
+    """A fresh hidden folder in `parent` (same file system as the destination; mode follows
+    the umask, unlike tempfile's 0700)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    stage = parent / f".vaplan-pull-{uuid.uuid4().hex[:12]}"
+    stage.mkdir()
+    return stage
+
+
+def _download_verified(model: str, found, dst: Path) -> tuple[Path, dict[str, Path]]:
+    """Download version `found` of `model` into `dst` and check its files' sha256 against the
+    version tags and integrity.json (IntegrityError on a mismatch); returns the model folder
+    and artifact key -> path (checkpoint, labels, config[, integrity]) as its MLmodel lists."""
+    number = str(found.version)
+    with _no_progress_bar():  # keeps stdout/stderr of `vaplan evaluate` to its numbers
+        local = Path(mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{model}/{number}", dst_path=str(dst)))
+    listed = Model.load(str(local)).flavors.get("python_function", {}).get("artifacts", {})
+    files = {key: local / entry["path"] for key, entry in listed.items()}
+    missing = set(PULLED_FILES) - {key for key, path in files.items() if path.is_file()}
+    if missing:
+        raise FileNotFoundError(f"model {model} v{number}: artifacts {sorted(missing)} are "
+                                f"missing; found {sorted(files)}")
+    registry.verify_version(found, files)
+    return local, files
+
+
+@contextlib.contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """Hide MLflow's per-file download bar (MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR) for a block."""
+    previous = os.environ.get(PROGRESS_BAR)
+    os.environ[PROGRESS_BAR] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(PROGRESS_BAR, None)
+        else:
+            os.environ[PROGRESS_BAR] = previous
 
 
 def _load_split(model, split: str, dataset: Dataset | None):
@@ -85,22 +131,29 @@ def evaluate_registered(model_uri: str, split: str = "test", tracking_uri: str |
     it on `split` of the dataset recorded in its config, and return the ten AVVP scores.
 
     The model's events already follow the official protocol (p_seg >= 0.5 and p_video >= 0.5).
+    The checkpoint and labels are checked against the version's sha256 tags and the model's
+    integrity.json before the weights are loaded (IntegrityError on a mismatch).
     `dataset` skips rebuilding it (it must be the recorded one; its digest is checked).
     """
     from pipelines.pyfunc_model import events_from_frame
 
-    tracking.use_tracking_uri(tracking_uri)
-    registry.parse_model_uri(model_uri)
-    model = mlflow.pyfunc.load_model(model_uri)
-    data = _load_split(model, split, dataset)
-    if data.gt_audio is None or data.gt_visual is None or data.features is None:
-        raise ValueError(f"split {split!r} has no features or segment ground truth")
-    features = data.features
-    inputs = {"audio": features.audio, "visual": features.visual,
-              "video_id": np.asarray(data.video_ids, dtype=object)}
-    if features.visual_3d is not None:
-        inputs["visual_3d"] = features.visual_3d
-    frame = model.predict(inputs)
+    tracking.open_existing_store(tracking_uri, *registry.parse_model_uri(model_uri))
+    name, alias, version = registry.parse_model_uri(model_uri)
+    found = registry.resolve_version(name, alias=alias, version=version)
+    with tempfile.TemporaryDirectory(prefix="vaplan-evaluate-") as tmp:
+        local, _ = _download_verified(name, found, Path(tmp))  # before the weights are read
+        with warnings.catch_warnings():  # _download_verified already warned about old models
+            warnings.simplefilter("ignore", UnverifiedModelWarning)
+            model = mlflow.pyfunc.load_model(str(local))
+        data = _load_split(model, split, dataset)
+        if data.gt_audio is None or data.gt_visual is None or data.features is None:
+            raise ValueError(f"split {split!r} has no features or segment ground truth")
+        features = data.features
+        inputs = {"audio": features.audio, "visual": features.visual,
+                  "video_id": np.asarray(data.video_ids, dtype=object)}
+        if features.visual_3d is not None:
+            inputs["visual_3d"] = features.visual_3d
+        frame = model.predict(inputs)
     audio = events_from_frame(frame, data.video_ids, "audio_events")
     visual = events_from_frame(frame, data.video_ids, "visual_events")
     return avvp_scores(audio, visual, data.gt_audio, data.gt_visual)
@@ -109,7 +162,7 @@ def evaluate_registered(model_uri: str, split: str = "test", tracking_uri: str |
 def logged_scores(model: str, alias: str | None = "champion", version: int | None = None,
                   prefix: str = "test/", tracking_uri: str | None = None) -> dict[str, float]:
     """The scores recorded as tags on a registered version (e.g. to compare with a re-run)."""
-    tracking.use_tracking_uri(tracking_uri)
+    tracking.open_existing_store(tracking_uri, model, alias, version)
     found = registry.resolve_version(model, alias=alias, version=version)
     return {key[len(prefix):]: float(value) for key, value in found.tags.items()
             if key.startswith(prefix)}

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from vaplan.config import ExperimentConfig, apply_overrides, get_preset
+from vaplan.config import (NAME, Checked, ExperimentConfig, apply_overrides, get_preset,
+                           integer, one_of, option, validate_experiment)
+from vaplan.metrics import SCORE_KEYS
 
 STEP_NAMES = ("generate_labels", "train", "denoise", "retrain", "evaluate", "register")
+PROMOTE_METRICS = tuple(f"val/{key}" for key in SCORE_KEYS)  # the gate resamples val videos
 
 
 @dataclass(frozen=True)
-class PipelineConfig:
+class PipelineConfig(Checked):
     """A tracked run of labels -> train -> denoise -> retrain -> evaluate -> register.
 
     experiment:      the method's configuration (logged, flattened, as the run's params)
@@ -25,20 +29,31 @@ class PipelineConfig:
     reuse:           False recomputes every step even when an earlier run has its output
     timeline_videos: how many val videos the timeline plots show
     progress:        show step names and the trainer's progress bars
+
+    Every field is checked like the vaplan configs (`vaplan.config.check_fields`: types, a
+    non-empty experiment_name/model_name, promote_metric one of val/<score>, timeline_videos
+    >= 0) and the experiment by `vaplan.config.validate_experiment` (options that depend on
+    each other), so a bad configuration is refused before any MLflow run exists.
     """
+
+    SECTION: ClassVar[str] = ""  # its options are named as on the command line
 
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     preset: str = ""
-    experiment_name: str = "vaplan"
+    experiment_name: str = option("vaplan", NAME)
     tracking_uri: str | None = None
-    model_name: str = "vaplan-han"
-    promote_metric: str = "val/seg_type"
+    model_name: str = option("vaplan-han", NAME)
+    promote_metric: str = option("val/seg_type", one_of(PROMOTE_METRICS))
     work_dir: str = ""
     run_name: str = ""
     register: bool = True
     reuse: bool = True
-    timeline_videos: int = 3
+    timeline_videos: int = option(3, integer(0))
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        validate_experiment(self.experiment)
 
 
 def pipeline_config_from_preset(preset: str, overrides: list[str] | tuple[str, ...] = (),

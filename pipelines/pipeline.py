@@ -70,8 +70,16 @@ def run(cfg: PipelineConfig, after_step: AfterStep | None = None,
     """Run the whole pipeline; `after_step(name, result)` is called after each step.
 
     A step that raises (or an `after_step` that raises) fails its child run and the parent
-    run; running again reuses every step that had finished.
+    run; running again reuses every step that had finished. SIGTERM/SIGINT end the open runs
+    KILLED at once (`tracking.Terminated`, exit 128 + signal); runs a dead pipeline of this
+    host left RUNNING are marked KILLED when the store is prepared.
     """
+    with tracking.stop_on_signals():
+        return _run(cfg, after_step, dataset)
+
+
+def _run(cfg: PipelineConfig, after_step: AfterStep | None,
+         dataset: Dataset | None) -> PipelineResult:
     started, console = time.perf_counter(), _console(cfg.progress)
     uri = tracking.use_tracking_uri(cfg.tracking_uri)
     experiment_id = tracking.prepare_store(uri, cfg.experiment_name)
@@ -137,11 +145,15 @@ def _run_steps(cfg: PipelineConfig, ctx: StepContext, dataset: Dataset,
 
 
 def _log_parent_summary(result: PipelineResult) -> None:
-    """Copy the headline metrics of the steps onto the parent run; log label-set inputs."""
+    """Copy the headline metrics of the steps onto the parent run; log label-set inputs; tag
+    the label decision (`pld.decision.<modality>`) and the promotion decision."""
+    from pipelines.steps.labels import CHOICE_FILE, tag_label_choice
+
     labels, denoised = result.steps["generate_labels"], result.steps["denoise"]
     quality = {k: v for step in (labels, denoised) for k, v in step.metrics.items()
-               if k.startswith(("plg/", "pld/"))}
+               if k.startswith(("plg/", "pld/", "labels/"))}
     tracking.log_scores(quality)
+    tag_label_choice(read_json(denoised.path(CHOICE_FILE)), run_id=result.parent_run_id)
     scores = read_json(result.steps["evaluate"].path("scores.json"))
     result.val_scores, result.test_scores = scores["val"], scores["test"]
     tracking.log_scores(steps.flat_scores(scores))
@@ -150,5 +162,8 @@ def _log_parent_summary(result: PipelineResult) -> None:
     if "register" in result.steps:
         result.registration = read_json(result.steps["register"].path("registration.json"))
         decision = result.registration["decision"]
+        tracking.log_scores({k: v for k, v in result.steps["register"].metrics.items()
+                             if k.startswith("registry/improvement")})
         tracking.set_tags({"vaplan.model_version": result.registration["version"],
-                           "vaplan.promotion": "promoted" if decision["promoted"] else "kept"})
+                           "vaplan.promotion": "promoted" if decision["promoted"] else "kept",
+                           "vaplan.promotion.reason": decision["reason"]})

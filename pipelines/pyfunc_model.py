@@ -2,8 +2,9 @@
 
 Artifacts (keys of `context.artifacts`): "checkpoint" (vaplan.train.save_checkpoint file),
 "labels" (the PLD pseudo-label Parquet table the model was trained on), "config" (JSON with the
-ExperimentConfig, the dataset digest and description). MLflow builds the model from
-`pipelines/pyfunc_entry.py` (models-from-code), so nothing is pickled.
+ExperimentConfig, the dataset digest and description), "integrity" (integrity.json: the sha256
+of the other three, checked by `load_context` before the weights are read). MLflow builds the
+model from `pipelines/pyfunc_entry.py` (models-from-code), so nothing is pickled.
 
 predict input, per video (N videos, T=10 segments):
   * a dict of arrays {"audio": (N,T,Da), "visual": (N,T,Dv)[, "visual_3d": (N,T,D3)]
@@ -19,17 +20,68 @@ prob_video (the video-level probabilities, 25).
 from __future__ import annotations
 
 import json
-from typing import Any
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
+from pipelines.artifacts import sha256_file
 from vaplan.categories import CLASS_INDEX, CLASSES
 from vaplan.data.types import Features
+from vaplan.errors import IntegrityError
 from vaplan.metrics import filter_by_video
 
 FEATURE_KEYS = ("audio", "visual", "visual_3d")
+INTEGRITY = "integrity"  # artifact key of integrity.json
+INTEGRITY_FILE = "integrity.json"
+
+
+class UnverifiedModelWarning(UserWarning):
+    """A model logged before sha256 digests were recorded: its files cannot be verified."""
+
+
+def integrity_record(files: Mapping[str, str | Path]) -> dict:
+    """The integrity.json content: {"algorithm": "sha256", "files": {key: {name, sha256}}}."""
+    return {"algorithm": "sha256",
+            "files": {key: {"name": Path(path).name, "sha256": sha256_file(path)}
+                      for key, path in files.items()}}
+
+
+def verify_digests(files: Mapping[str, str | Path], expected: Mapping[str, str], subject: str,
+                   recorded_in: Mapping[str, str]) -> None:
+    """Raise IntegrityError for the first file in `expected` whose sha256 differs.
+
+    files: key -> local path; expected: key -> hex digest; recorded_in: key -> where the
+    expected digest comes from (a version tag, integrity.json), for the message.
+    """
+    for key, want in expected.items():
+        path = files.get(key)
+        if path is None:
+            raise IntegrityError(f"{subject}: the {key} file recorded in {recorded_in[key]} is "
+                                 f"missing from the model's artifacts")
+        got = sha256_file(path)
+        if got != want:
+            raise IntegrityError(
+                f"{subject}: {key} file {Path(path).name} fails its sha256 check: expected "
+                f"{want} ({recorded_in[key]}), actual {got}; the stored file changed after "
+                f"registration (restore it or register the model again)")
+
+
+def verify_integrity_file(files: Mapping[str, str | Path], subject: str) -> bool:
+    """Check every file listed in the bundled integrity.json; False when the model has none."""
+    if INTEGRITY not in files:
+        return False
+    try:
+        listed = json.loads(Path(files[INTEGRITY]).read_text())["files"]
+        expected = {key: str(entry["sha256"]) for key, entry in listed.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise IntegrityError(f"{subject}: {INTEGRITY_FILE} is unreadable ({err!r}); expected "
+                             f'{{"files": {{key: {{"sha256": ...}}}}}}') from None
+    verify_digests(files, expected, subject, {key: INTEGRITY_FILE for key in expected})
+    return True
 
 
 def features_from_input(model_input: Any) -> tuple[np.ndarray, Features]:
@@ -115,6 +167,11 @@ class VaplanHanModel(PythonModel):
 
         device = (context.model_config or {}).get("device", "cpu")
         self.device = device
+        model_dir = Path(context.artifacts["checkpoint"]).parent.parent
+        if not verify_integrity_file(context.artifacts, f"model {model_dir}"):
+            warnings.warn(f"model {model_dir} has no {INTEGRITY_FILE} (logged before sha256 "
+                          f"digests were recorded): its checkpoint and labels are not verified",
+                          UnverifiedModelWarning, stacklevel=2)
         self.model, self.train_config, self.extra = load_checkpoint(
             context.artifacts["checkpoint"], device=device)
         with open(context.artifacts["config"]) as handle:

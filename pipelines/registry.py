@@ -1,19 +1,25 @@
 """The `vaplan-han` registered model: logging the pyfunc, aliases and the promotion gate.
 
 MLflow 3 deprecates registry stages in favour of aliases (docs/pipelines.md maps them):
-every new version gets `candidate`; `champion` moves to it only when its score on
-`promote_metric` (higher is better) strictly beats the current champion's, so a better
-champion is never demoted. The decision and both scores are version tags.
+every new version gets `candidate`; `champion` moves to it only on evidence: the champion and
+the candidate predict the same val videos, a paired bootstrap over those videos estimates the
+improvement of `promote_metric` (higher is better) with an interval at `registry.confidence`,
+and the candidate is promoted only when the interval's lower bound exceeds
+`registry.min_improvement` (non-finite scores never promote). The decision, the improvement and
+its interval are version tags; the version description spells them out with the reason.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import sys
+import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import mlflow
 import numpy as np
@@ -21,17 +27,31 @@ from mlflow.entities.model_registry import ModelVersion
 
 import vaplan
 from pipelines import tracking
-from pipelines.pyfunc_model import model_signature
+from pipelines.pyfunc_model import (INTEGRITY, INTEGRITY_FILE, integrity_record, model_signature,
+                                     verify_digests, verify_integrity_file)
+from vaplan.config import RegistryConfig
+from vaplan.stats import paired_bootstrap
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 ENTRY = Path(__file__).with_name("pyfunc_entry.py")
 TAG = "vaplan.promotion."
+DIGEST_TAG = "vaplan.sha256."  # + "checkpoint" / "labels": the registry's own record
+DIGESTED = ("checkpoint", "labels")
 MODEL_URI = re.compile(r"^models:/(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+class IncomparableChampion(Exception):
+    """The champion cannot predict the candidate's val videos (message says why)."""
 
 
 @dataclass(frozen=True)
 class PromotionDecision:
-    """What the gate did for one new version."""
+    """What the gate did for one new version.
+
+    Scores are means over the candidate's val videos (points); `improvement` = candidate -
+    champion on those videos with its paired-bootstrap interval [low, high] at `confidence`
+    (None when there was nothing to compare).
+    """
 
     model_name: str
     version: str
@@ -41,16 +61,49 @@ class PromotionDecision:
     champion_score: float | None
     promoted: bool
     reason: str
+    improvement: float | None = None
+    low: float | None = None
+    high: float | None = None
+    confidence: float = 0.95
+    min_improvement: float = 0.0
+    samples: int = 0
+    videos: int = 0
+
+    def interval(self) -> str:
+        """'[-0.21, +0.40] at 95%', or 'none'."""
+        if self.low is None or self.high is None:
+            return "none"
+        return f"[{self.low:+.3f}, {self.high:+.3f}] at {100 * self.confidence:g}%"
 
     def tags(self) -> dict[str, str]:
-        """Version tags that record the decision and both scores."""
+        """A few version tags: decision, both scores, champion, improvement and interval."""
+        number = lambda x: "none" if x is None else f"{x:.6f}"  # noqa: E731
         return {f"{TAG}decision": "promoted" if self.promoted else "kept",
-                f"{TAG}metric": self.metric,
-                f"{TAG}candidate_score": f"{self.candidate_score:.6f}",
+                f"{TAG}candidate_score": number(self.candidate_score),
                 f"{TAG}champion_version": self.champion_version or "none",
-                f"{TAG}champion_score": ("none" if self.champion_score is None
-                                         else f"{self.champion_score:.6f}"),
-                f"{TAG}reason": self.reason}
+                f"{TAG}champion_score": number(self.champion_score),
+                f"{TAG}improvement": ("none" if self.improvement is None
+                                      else f"{self.improvement:+.6f}"),
+                f"{TAG}interval": self.interval()}
+
+    def description(self) -> str:
+        """The version description (markdown): scores, improvement +- interval, the reason."""
+        verdict = "promoted to `champion`" if self.promoted else "kept as `candidate`"
+        champion = ("none" if self.champion_version is None else
+                    f"v{self.champion_version}: "
+                    + ("not scored" if self.champion_score is None
+                       else f"{self.champion_score:.3f}"))
+        lines = [f"**Promotion gate: {verdict}**", "",
+                 f"| `{self.metric}` on {self.videos} val videos | value |", "| --- | --- |",
+                 f"| candidate v{self.version} | {self.candidate_score:.3f} |",
+                 f"| champion before | {champion} |"]
+        if self.improvement is not None:
+            lines.append(f"| improvement (candidate - champion) | {self.improvement:+.3f} "
+                         f"{self.interval()} |")
+        lines += ["", f"Rule: promote when the lower bound of the improvement (paired bootstrap "
+                      f"over val videos, {self.samples} resamples) exceeds min_improvement = "
+                      f"{self.min_improvement:g}.", "", f"Reason: {self.reason}"]
+        return "\n".join(lines)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,18 +123,47 @@ def requirements() -> list[str]:
 
 def log_han_model(model_name: str, checkpoint: Path, labels: Path, config_json: Path,
                   scores: Mapping[str, float], metadata: Mapping[str, str]):
-    """Log the pyfunc into the active run, register it as a new version; returns ModelInfo."""
-    with warnings.catch_warnings():  # "no input example": inputs are free-form on purpose
+    """Log the pyfunc into the active run, register it as a new version; returns ModelInfo.
+
+    The sha256 of each bundled file goes into the model as integrity.json and, for the
+    checkpoint and labels, onto the version as tags `vaplan.sha256.<key>` (see verify_version).
+    """
+    files = {"checkpoint": str(checkpoint), "labels": str(labels), "config": str(config_json)}
+    record = integrity_record(files)
+    with tempfile.TemporaryDirectory(prefix="vaplan-integrity-") as tmp, \
+            warnings.catch_warnings():  # "no input example": inputs are free-form on purpose
+        integrity = Path(tmp) / INTEGRITY_FILE
+        integrity.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         warnings.filterwarnings("ignore", message=".*input example", category=UserWarning)
         info = tracking.retry_locked(
             mlflow.pyfunc.log_model, name="model", python_model=str(ENTRY),
-            artifacts={"checkpoint": str(checkpoint), "labels": str(labels),
-                       "config": str(config_json)},
+            artifacts={**files, INTEGRITY: str(integrity)},
             pip_requirements=requirements(), registered_model_name=model_name,
             signature=model_signature(), metadata=dict(metadata))
+    client, version = tracking.client(), str(info.registered_model_version)
+    for key in DIGESTED:
+        tracking.retry_locked(client.set_model_version_tag, model_name, version,
+                              f"{DIGEST_TAG}{key}", record["files"][key]["sha256"])
     finite = {k: float(v) for k, v in scores.items() if math.isfinite(float(v))}
     tracking.retry_locked(mlflow.log_metrics, finite, model_id=info.model_id)
     return info
+
+
+def verify_version(mv: ModelVersion, files: Mapping[str, Path]) -> None:
+    """Check a downloaded version's files (artifact key -> local path) against its
+    `vaplan.sha256.*` tags and its bundled integrity.json; IntegrityError on a mismatch.
+
+    A version registered before digests were recorded gets one warning on stderr.
+    """
+    subject = f"model {mv.name} v{mv.version}"
+    tags = {key: mv.tags[f"{DIGEST_TAG}{key}"] for key in DIGESTED
+            if f"{DIGEST_TAG}{key}" in mv.tags}
+    verify_digests(files, tags, subject, {key: f"version tag {DIGEST_TAG}{key}" for key in tags})
+    bundled = verify_integrity_file(files, subject)
+    if not tags:
+        checked = (f"checked against its {INTEGRITY_FILE} only" if bundled else "not verified")
+        print(f"warning: {subject} has no {DIGEST_TAG}* tags (registered before sha256 digests "
+              f"were recorded); its files are {checked}", file=sys.stderr)
 
 
 def version_score(name: str, version: str, metric: str) -> float | None:
@@ -108,41 +190,95 @@ def current_alias(name: str, alias: str) -> ModelVersion | None:
         return None
 
 
-def apply_promotion_gate(name: str, version: str | int, score: float,
-                         metric: str = "val/seg_type") -> PromotionDecision:
-    """Give `version` the candidate alias, and champion when `score` beats the champion's."""
+ChampionScores = Callable[[str], np.ndarray]  # champion version -> per-video scores (N,)
+
+
+def apply_promotion_gate(name: str, version: str | int, candidate: np.ndarray,
+                         metric: str = "val/seg_type", cfg: RegistryConfig = RegistryConfig(),
+                         champion_scores: ChampionScores | None = None,
+                         notes: str = "") -> PromotionDecision:
+    """Give `version` the candidate alias, and champion when it beats the champion beyond noise.
+
+    candidate: the new version's per-video `metric` scores on val, (N,) points.
+    champion_scores(champion_version) returns the champion's scores on the SAME videos (or
+    raises IncomparableChampion); the decision is `decide`. Records tags and a description
+    (markdown; `notes` are appended, e.g. which labels the version was trained on).
+    """
     client, version = tracking.client(), str(version)
+    candidate = np.asarray(candidate, dtype=np.float64)
     tracking.retry_locked(client.set_model_version_tag, name, version,
-                          f"vaplan.score.{metric}", f"{score:.6f}")
+                          f"vaplan.score.{metric}", f"{float(np.mean(candidate)):.6f}")
     tracking.retry_locked(client.set_registered_model_alias, name, CANDIDATE, version)
     champion = current_alias(name, CHAMPION)
-    champion_score = None if champion is None else version_score(name, str(champion.version),
-                                                                 metric)
-    decision = _decide(name, version, metric, score, champion, champion_score)
+    held = None if champion is None else str(champion.version)  # int (SQL) or str (REST)
+    scores, unavailable = None, None
+    if held is not None and held != version and np.isfinite(candidate).all():
+        try:
+            if champion_scores is None:
+                raise IncomparableChampion("no way to score the champion was given")
+            scores = np.asarray(champion_scores(held), dtype=np.float64)
+        except IncomparableChampion as err:
+            unavailable = str(err)
+    decision = decide(name, version, metric, candidate, held, scores, cfg, unavailable)
     if decision.promoted:
         tracking.retry_locked(client.set_registered_model_alias, name, CHAMPION, version)
     for key, value in decision.tags().items():
         tracking.retry_locked(client.set_model_version_tag, name, version, key, value)
+    description = decision.description() + (f"\n\n{notes}" if notes else "")
+    tracking.retry_locked(client.update_model_version, name, version, description=description)
     return decision
 
 
-def _decide(name: str, version: str, metric: str, score: float, champion: ModelVersion | None,
-            champion_score: float | None) -> PromotionDecision:
-    held = None if champion is None else str(champion.version)  # int (SQL) or str (REST)
-    if champion is None:
-        promoted, reason = True, "no champion yet"
-    elif held == version:
-        promoted, reason = True, "already champion"
-    elif champion_score is None:
-        promoted, reason = True, f"champion v{held} has no {metric}"
-    elif score > champion_score:
-        promoted, reason = True, f"{score:.3f} > champion v{held} {champion_score:.3f}"
-    else:
-        promoted, reason = False, (f"{score:.3f} does not beat champion v{held} "
-                                   f"{champion_score:.3f}")
-    return PromotionDecision(name, version, metric, float(score),
-                             held,
-                             champion_score, promoted, reason)
+def decide(name: str, version: str, metric: str, candidate: np.ndarray,
+           champion_version: str | None, champion: np.ndarray | None,
+           cfg: RegistryConfig = RegistryConfig(),
+           unavailable: str | None = None) -> PromotionDecision:
+    """The gate's rule on per-video scores of the same videos (pure: no MLflow calls).
+
+    Non-finite candidate scores never promote; no champion -> promote; otherwise promote only
+    when the lower bound of the paired-bootstrap improvement at cfg.confidence exceeds
+    cfg.min_improvement. `unavailable` says why the champion could not be scored (kept).
+    """
+    candidate = np.asarray(candidate, dtype=np.float64)  # (N,)
+    held, score = champion_version, float(np.mean(candidate))
+    base = dict(model_name=name, version=str(version), metric=metric, candidate_score=score,
+                champion_version=held, confidence=cfg.confidence,
+                min_improvement=cfg.min_improvement, samples=cfg.bootstrap_samples,
+                videos=int(candidate.size))
+    bad = int((~np.isfinite(candidate)).sum())
+    if bad:
+        return PromotionDecision(**base, champion_score=None, promoted=False,
+                                 reason=f"candidate {metric} is not finite on {bad} of "
+                                        f"{candidate.size} val videos: never promoted")
+    if held is None:
+        return PromotionDecision(**base, champion_score=None, promoted=True,
+                                 reason="no champion yet")
+    if held == str(version):
+        return PromotionDecision(**base, champion_score=None, promoted=True,
+                                 reason="already champion")
+    if unavailable is not None or champion is None:
+        why = unavailable or "its scores are missing"
+        return PromotionDecision(**base, champion_score=None, promoted=False,
+                                 reason=f"champion v{held} cannot be compared on the "
+                                        f"candidate's val videos: {why}; kept as candidate "
+                                        f"(move the alias by hand if that is intended)")
+    champion = np.asarray(champion, dtype=np.float64)
+    if not np.isfinite(champion).all():
+        return PromotionDecision(**base, champion_score=float(np.mean(champion)), promoted=False,
+                                 reason=f"champion v{held} has non-finite {metric} scores: "
+                                        f"no comparison; kept as candidate")
+    test = paired_bootstrap(candidate, champion, samples=cfg.bootstrap_samples,
+                            confidence=cfg.confidence, seed=cfg.seed)
+    promoted = test.exceeds(cfg.min_improvement)
+    verdict = (f"lower bound {test.low:+.3f} > min_improvement {cfg.min_improvement:g}"
+               if promoted else
+               f"lower bound {test.low:+.3f} <= min_improvement {cfg.min_improvement:g}: "
+               f"not better beyond the noise")
+    reason = (f"{metric} {score:.3f} vs champion v{held} {test.reference_mean:.3f}: "
+              f"improvement {test.describe()} over {test.videos} val videos; {verdict}")
+    return PromotionDecision(**base, champion_score=test.reference_mean, promoted=promoted,
+                             reason=reason, improvement=test.improvement, low=test.low,
+                             high=test.high)
 
 
 def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:

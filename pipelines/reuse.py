@@ -27,6 +27,7 @@ import vaplan
 from pipelines import tracking
 from pipelines.artifacts import read_json, sha256_file, write_json
 from vaplan.config import to_dict
+from vaplan.io import replace_dir
 
 STEP_FORMAT = 1  # bump when a step's outputs change meaning, to invalidate old keys
 KEY_TAG, OUTPUTS_TAG, REUSED_TAG, STEP_TAG = ("vaplan.step_key", "vaplan.outputs_run",
@@ -128,8 +129,7 @@ def _fetch(source_run_id: str, out_dir: Path) -> dict | None:
         manifest = read_json(staging / "manifest.json")
         if not _valid(staging, manifest):
             return None
-        shutil.rmtree(out_dir, ignore_errors=True)
-        staging.rename(out_dir)
+        replace_dir(staging, out_dir)  # mkdtemp's 0700 -> the umask's folder mode
         return manifest
     except Exception:  # missing artifacts, deleted run: recompute instead
         return None

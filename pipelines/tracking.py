@@ -9,6 +9,16 @@ The embedded default store is `sqlite:///<cwd>/mlruns/mlflow.db` with artifacts 
 `<cwd>/mlruns/artifacts`; `MLFLOW_TRACKING_URI` or an explicit URI (e.g. an `http://` server)
 switches. Every call that writes goes through `retry_locked`, which retries SQLite's
 "database is locked" with backoff.
+
+Stores that survive real use:
+- `prepare_store` holds a file lock next to a SQLite database (`mlflow.db.lock`) while it
+  creates or migrates the schema and the experiment, so processes starting together on a fresh
+  store do not race; read-only commands use `open_existing_store`, which never creates one.
+- Every run records the host, pid and process start time that own it (`vaplan.host`,
+  `vaplan.pid`, `vaplan.pid_started`); `prepare_store` marks RUNNING runs of this host whose
+  process is gone KILLED (`mark_dead_runs`). Runs of other hosts are left alone.
+- `stop_on_signals` turns SIGTERM (and SIGINT) into an exception, and the run context
+  managers end runs KILLED on it (and on KeyboardInterrupt) instead of FAILED.
 """
 
 from __future__ import annotations
@@ -17,15 +27,20 @@ import contextlib
 import math
 import os
 import re
+import signal
+import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, TypeVar
+from urllib.parse import unquote, urlparse
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
 from vaplan.config import flatten
+from vaplan.errors import StoreNotFoundError
 
 T = TypeVar("T")
 DEFAULT_EXPERIMENT = "vaplan"
@@ -33,6 +48,10 @@ STORE_DIR = "mlruns"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 BATCH = 900  # below MLflow's 1000-entity log_batch limit
 PARENT_TAG = "mlflow.parentRunId"
+HOST_TAG, PID_TAG, PID_STARTED_TAG = "vaplan.host", "vaplan.pid", "vaplan.pid_started"
+KILLED_TAG = "vaplan.killed"  # why a run was set KILLED (dead process, signal)
+LOCK_TIMEOUT = 600.0  # seconds to wait for another process creating/migrating the store
+WHERE_TO_POINT = "pass --tracking-uri URI or set MLFLOW_TRACKING_URI to the store to use"
 
 
 def default_tracking_uri(cwd: str | Path | None = None) -> str:
@@ -42,15 +61,36 @@ def default_tracking_uri(cwd: str | Path | None = None) -> str:
 
 
 def resolve_tracking_uri(uri: str | None = None, cwd: str | Path | None = None) -> str:
-    """The URI to use: explicit argument > MLFLOW_TRACKING_URI > the embedded SQLite default."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(cwd)
+    """The URI to use: explicit argument > MLFLOW_TRACKING_URI > the embedded SQLite default.
+
+    A relative SQLite path (MLflow's own default is `sqlite:///mlflow.db`) is made absolute
+    against the cwd, so workers started elsewhere find the same file."""
+    resolved = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(cwd)
+    db = sqlite_path(resolved)
+    if db is not None and not db.is_absolute():
+        query = resolved.partition("?")[1] + resolved.partition("?")[2]
+        resolved = f"sqlite:///{Path(cwd or Path.cwd()).resolve() / db}{query}"
+    return resolved
 
 
 def sqlite_path(uri: str) -> Path | None:
-    """The database file of a `sqlite:///` URI, None for other stores."""
+    """The database file of a `sqlite:///` URI (relative ones against the cwd, as MLflow reads
+    them; any `?query` dropped), None for other stores."""
     if not uri.startswith("sqlite:///"):
         return None
-    return Path(uri[len("sqlite:///"):])
+    return Path(unquote(uri[len("sqlite:///"):].split("?", 1)[0]))
+
+
+def file_store_path(uri: str) -> Path | None:
+    """The folder of a file store (`file:///x/mlruns` or a plain path), None for others."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if uri.startswith("databricks"):
+        return None
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return Path(uri)
+    return None
 
 
 def default_artifact_root(uri: str) -> Path | None:
@@ -80,14 +120,80 @@ def retry_locked(fn: Callable[..., T], *args: Any, attempts: int = 8, delay: flo
 
 def use_tracking_uri(uri: str | None = None) -> str:
     """Point this process's MLflow at `uri` (resolved); returns it. MLflow exports it as
-    MLFLOW_TRACKING_URI, so subprocesses (Ray workers, `mlflow` CLIs) inherit it."""
+    MLFLOW_TRACKING_URI, so subprocesses (Ray workers, `mlflow` CLIs) and later calls without
+    a URI inherit it. The registry follows the tracking URI (MLflow's default)."""
     resolved = resolve_tracking_uri(uri)
     db = sqlite_path(resolved)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
-    if mlflow.get_tracking_uri() != resolved:
-        mlflow.set_tracking_uri(resolved)
+    _point_mlflow(resolved)
     return resolved
+
+
+def _point_mlflow(resolved: str) -> None:
+    # Set it explicitly even when mlflow.get_tracking_uri() already returns it: with nothing
+    # set, that is MLflow's own default (sqlite:///<cwd>/mlflow.db), and a user passing exactly
+    # that URI was never exported, so later calls without a URI fell back to ./mlruns/mlflow.db.
+    if os.environ.get("MLFLOW_TRACKING_URI") != resolved or mlflow.get_tracking_uri() != resolved:
+        mlflow.set_tracking_uri(None)  # MLflow exports the variable only on a change
+        mlflow.set_tracking_uri(resolved)
+
+
+def open_existing_store(uri: str | None = None, model: str | None = None,
+                        alias: str | None = None, version: int | str | None = None) -> str:
+    """Point MLflow at an EXISTING store for a read-only command; never creates one.
+
+    A `sqlite:///` file or a file-store folder that does not exist raises StoreNotFoundError
+    naming the store searched and how to point elsewhere; servers (http, postgresql, ...) are
+    asked as they are. With `model` (and `alias` or `version`) the registered model and the
+    alias/version must exist too (StoreNotFoundError naming what does exist).
+    """
+    resolved = resolve_tracking_uri(uri)
+    where = "--tracking-uri" if uri else ("MLFLOW_TRACKING_URI" if
+                                          os.environ.get("MLFLOW_TRACKING_URI") else "default")
+    local = sqlite_path(resolved) or file_store_path(resolved)
+    if local is not None and not _store_exists(local, sqlite_path(resolved) is not None):
+        raise StoreNotFoundError(f"no MLflow store at {local.resolve()} ({where}: {resolved}); "
+                                 f"{WHERE_TO_POINT}")
+    _point_mlflow(resolved)
+    if model is not None:
+        _require_model(resolved, model, alias, version)
+    return resolved
+
+
+def _store_exists(path: Path, is_sqlite: bool) -> bool:
+    if is_sqlite:
+        return path.is_file() and path.stat().st_size > 0
+    return path.is_dir()
+
+
+def _require_model(uri: str, model: str, alias: str | None, version: int | str | None) -> None:
+    """StoreNotFoundError unless `model` (and its alias / version) is registered in `uri`."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client()
+    try:
+        found = retry_locked(mlflow_client.get_registered_model, model)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        names = [item.name for item in
+                 retry_locked(mlflow_client.search_registered_models, max_results=20)]
+        raise StoreNotFoundError(f"no registered model {model!r} in {uri}; registered models: "
+                                 f"{sorted(names) or 'none'}; {WHERE_TO_POINT}") from None
+    if version is not None:
+        versions = sorted(int(item.version) for item in retry_locked(
+            mlflow_client.search_model_versions, f"name = '{_quote(model)}'", max_results=1000))
+        if str(version) not in map(str, versions):
+            raise StoreNotFoundError(f"model {model!r} has no version {version} in {uri}; "
+                                     f"versions: {versions or 'none'}")
+    elif alias is not None and alias not in dict(found.aliases):
+        raise StoreNotFoundError(f"model {model!r} has no alias {alias!r} in {uri}; "
+                                 f"aliases: {dict(found.aliases) or 'none'}")
+
+
+def _quote(text: str) -> str:
+    return text.replace("'", "\\'")
 
 
 def client() -> MlflowClient:
@@ -103,14 +209,37 @@ def _experiment_location(uri: str, name: str) -> str | None:
     return (root / slug).resolve().as_uri()
 
 
+def store_lock(uri: str):
+    """A file lock next to a SQLite database (`<db>.lock`); a no-op for other stores (a
+    server or database creates its own schema once)."""
+    db = sqlite_path(uri)
+    if db is None:
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(db.with_name(db.name + ".lock")), timeout=LOCK_TIMEOUT)
+
+
 def prepare_store(uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) -> str:
     """Create the store (SQLite schema) and the experiment if missing; returns its id.
 
     Call once in the driver before any parallel worker logs. Sets this process's tracking URI.
+    Schema creation/migration and the experiment are made under `store_lock`, so processes
+    that start together on a fresh store wait for each other. Then runs of dead processes of
+    this host are marked KILLED (`mark_dead_runs`).
     """
     resolved = use_tracking_uri(uri)
+    with store_lock(resolved):
+        experiment_id = _ensure_experiment(resolved, experiment)
+    mark_dead_runs(experiment_id)
+    return experiment_id
+
+
+def _ensure_experiment(resolved: str, experiment: str) -> str:
     mlflow_client = client()
     retry_locked(mlflow_client.search_experiments, max_results=1)  # creates/migrates the schema
+    retry_locked(mlflow_client.search_registered_models, max_results=1)  # the registry's too
     found = retry_locked(mlflow_client.get_experiment_by_name, experiment)
     if found is not None:
         if found.lifecycle_stage == "deleted":
@@ -119,11 +248,121 @@ def prepare_store(uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) 
     try:
         return retry_locked(mlflow_client.create_experiment, experiment,
                             artifact_location=_experiment_location(resolved, experiment))
-    except Exception:  # another process created it between our lookup and create
+    except Exception:  # another process (e.g. on a server store) created it meanwhile
         found = retry_locked(mlflow_client.get_experiment_by_name, experiment)
         if found is None:
             raise
         return found.experiment_id
+
+
+# ---------------------------------------------------------------- runs of dead processes
+
+def _process_started(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def process_tags() -> dict[str, str]:
+    """Who owns a run: this host, pid and process start time (epoch seconds)."""
+    started = _process_started(os.getpid())
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
+            PID_STARTED_TAG: f"{started:.2f}" if started is not None else ""}
+
+
+def process_alive(pid: int, started: float | None = None,
+                  run_started: float | None = None) -> bool:
+    """True when process `pid` of this host runs and is the one that owned the run: its start
+    time equals `started` (when recorded), else it began before the run (`run_started`, epoch
+    seconds). A zombie counts as dead; a process we may not inspect counts as alive."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        created = proc.create_time()
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
+    if started is not None:
+        return abs(created - started) < 1.0  # else the pid was reused
+    return run_started is None or created <= run_started + 1.0
+
+
+def mark_dead_runs(experiment_id: str) -> list[str]:
+    """Set KILLED every RUNNING run of `experiment_id` owned by a process of this host that is
+    gone (SIGKILL, OOM, power loss); returns their ids. Runs of other hosts are left alone
+    (their processes cannot be checked from here)."""
+    host = socket.gethostname()
+    mlflow_client = client()
+    runs = retry_locked(mlflow_client.search_runs, [experiment_id],
+                        filter_string=f"attributes.status = 'RUNNING' and "
+                                      f"tags.`{HOST_TAG}` = '{_quote(host)}'",
+                        max_results=1000)
+    killed = []
+    for run in runs:
+        tags = run.data.tags
+        try:
+            pid = int(tags.get(PID_TAG, ""))
+        except ValueError:
+            continue
+        started = float(tags[PID_STARTED_TAG]) if tags.get(PID_STARTED_TAG) else None
+        if process_alive(pid, started, run.info.start_time / 1000.0):
+            continue
+        set_tags({KILLED_TAG: f"process {pid} on {host} is gone"}, run_id=run.info.run_id)
+        retry_locked(mlflow_client.set_terminated, run.info.run_id, "KILLED")
+        killed.append(run.info.run_id)
+    return killed
+
+
+# ---------------------------------------------------------------- signals
+
+class Terminated(SystemExit):
+    """Raised by `stop_on_signals` on SIGTERM/SIGINT; exits 128 + signal number. The run
+    context managers end their runs KILLED on it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+    def __str__(self) -> str:
+        return f"stopped by {signal.Signals(self.signum).name}"
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Within the block SIGTERM and SIGINT raise `Terminated` (open runs end KILLED at once).
+
+    Only handlers left at Python's defaults are replaced (a Ray worker's or Tune's own
+    handlers are kept), only in the main thread; a second signal while the runs are being
+    closed is ignored. The previous handlers are restored afterwards.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired: list[int] = []
+
+    def handle(signum, frame):
+        if fired:
+            return  # already stopping: let the runs be closed
+        fired.append(signum)
+        raise Terminated(signum)
+
+    defaults = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
+    previous = {}
+    for signum, default in defaults.items():
+        if signal.getsignal(signum) is default:
+            previous[signum] = signal.signal(signum, handle)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @contextlib.contextmanager
@@ -131,14 +370,15 @@ def start_run(experiment_id: str, run_name: str | None = None,
               tags: Mapping[str, str] | None = None, description: str | None = None,
               run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
     """A top-level (parent) run, or the existing run `run_id` re-opened (e.g. to resume a
-    sweep); FINISHED on exit, FAILED when the block raises."""
+    sweep; it then records this process as its owner); FINISHED on exit, KILLED on a signal
+    (`Terminated`, KeyboardInterrupt), FAILED when the block raises anything else."""
     if run_id is not None:
         run = retry_locked(mlflow.start_run, run_id=run_id)
-        if tags:
-            set_tags(tags, run_id=run_id)
+        set_tags({**dict(tags or {}), **process_tags()}, run_id=run_id)
     else:
         run = retry_locked(mlflow.start_run, experiment_id=experiment_id, run_name=run_name,
-                           tags=dict(tags or {}), description=description)
+                           tags={**dict(tags or {}), **process_tags()},
+                           description=description)
     with _finish(run):
         yield run
 
@@ -154,7 +394,8 @@ def start_child_run(parent_run_id: str, experiment_id: str, run_name: str | None
     active = mlflow.active_run()
     nested = active is not None and active.info.run_id == parent_run_id
     run = retry_locked(mlflow.start_run, experiment_id=experiment_id, run_name=run_name,
-                       nested=nested, parent_run_id=parent_run_id, tags=dict(tags or {}))
+                       nested=nested, parent_run_id=parent_run_id,
+                       tags={**dict(tags or {}), **process_tags()})
     with _finish(run):
         yield run
 
@@ -163,6 +404,11 @@ def start_child_run(parent_run_id: str, experiment_id: str, run_name: str | None
 def _finish(run: mlflow.ActiveRun) -> Iterator[None]:
     try:
         yield
+    except (Terminated, KeyboardInterrupt) as stop:
+        with contextlib.suppress(Exception):  # the run is being closed: best effort
+            set_tags({KILLED_TAG: str(stop) or type(stop).__name__}, run_id=run.info.run_id)
+        retry_locked(mlflow.end_run, status="KILLED")
+        raise
     except BaseException:
         retry_locked(mlflow.end_run, status="FAILED")
         raise

@@ -195,10 +195,18 @@ class Reporter:
 
 def tracked_trial(ctx: SweepContext, config: Mapping[str, Any],
                   body: Callable[[ExperimentConfig, Reporter], None]) -> None:
-    """Run `body(experiment, report)` inside an MLflow child run of the sweep's parent."""
+    """Run `body(experiment, report)` inside an MLflow child run of the sweep's parent.
+
+    A trial whose child run already FINISHED (Tune saves its experiment state only now and
+    then, so on --resume it may re-run trials that ended just before the stop) is not run
+    again: its recorded metrics are reported to Tune and it returns."""
     os.environ.pop("MLFLOW_RUN_ID", None)  # never attach trials to a run named by the env
     tracking.use_tracking_uri(ctx.tracking_uri)
     trial = tune.get_context()
+    done = finished_trial_run(ctx.experiment_id, ctx.parent_run_id, trial.get_trial_id())
+    if done is not None:
+        tune.report({**done.data.metrics, RUN_ID_KEY: done.info.run_id})
+        return
     searched = flat_config(config)
     experiment = apply_config(from_dict(ExperimentConfig, ctx.base), searched)
     tags = {TRIAL_TAG: trial.get_trial_id(), SWEEP_TAG: ctx.job,
@@ -256,6 +264,16 @@ class ChildRunCallback(tune.Callback):
             runs = running_children(self.experiment_id, self.parent_run_id, trial.trial_id)
         for run in runs:
             tracking.retry_locked(client.set_terminated, run.info.run_id, status)
+
+
+def finished_trial_run(experiment_id: str, parent_run_id: str, trial_id: str):
+    """The FINISHED child run of `parent_run_id` recorded for Tune trial `trial_id`, or None."""
+    runs = tracking.retry_locked(
+        tracking.client().search_runs, [experiment_id],
+        filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent_run_id}' and "
+                      f"tags.`{TRIAL_TAG}` = '{trial_id}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
 
 
 def running_children(experiment_id: str, parent_run_id: str,

@@ -7,14 +7,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import sys
 from typing import Any, Callable, Iterator
 
 from ray_jobs import common
 from ray_jobs.runner import SweepPlan, plan_sweep, run_sweep
-from ray_jobs.space import SpaceError
 from ray_jobs.sweep import SweepOptions, SweepSpec, add_sweep_args, job_tracking_uri, \
     options_from_args
+from vaplan.cli import report_user_error
+from vaplan.errors import UserError
 
 EXIT_INVALID, EXIT_INTERRUPTED = 2, 3
 MakeData = Callable[[SweepPlan, common.Shared], Any]
@@ -64,8 +64,8 @@ def share_dataset(dataset) -> common.Shared:
 
 
 def refuse(err: Exception) -> int:
-    print(f"error: {err}", file=sys.stderr)
-    return EXIT_INVALID
+    """One line `error: ...` on stderr; exit status 2 (invalid input, nothing started)."""
+    return report_user_error(err)
 
 
 def prepare_job(spec: SweepSpec, args: argparse.Namespace):
@@ -82,7 +82,7 @@ def run_single(spec: SweepSpec, args: argparse.Namespace, make_data: MakeData) -
     """One sweep job from parsed arguments."""
     try:
         opts, plan, dataset, uri = prepare_job(spec, args)
-    except (SpaceError, FileNotFoundError) as err:
+    except (UserError, FileNotFoundError) as err:
         return refuse(err)
     with ray_session(opts, uri):
         outcome = run_sweep(plan, opts, make_data(plan, share_dataset(dataset)))
@@ -126,7 +126,7 @@ def run_pld(spec: SweepSpec, retrain_spec: SweepSpec, args: argparse.Namespace,
     """tune_pld: the PLD sweep on stage-one predictions, then optionally retrain the best N."""
     try:
         opts, plan, dataset, uri = prepare_job(spec, args)
-    except (SpaceError, FileNotFoundError) as err:
+    except (UserError, FileNotFoundError) as err:
         return refuse(err)
     with ray_session(opts, uri):
         shared = share_dataset(dataset)

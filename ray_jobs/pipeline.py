@@ -22,16 +22,19 @@ import dataclasses
 import os
 import sys
 
+from pipelines.config import PipelineConfig
 from ray_jobs import common, jobs, tune_pld, tune_plg, tune_train
 from ray_jobs.runner import best_experiment, plan_sweep, run_sweep
 from ray_jobs.space import SpaceError
 from ray_jobs.sweep import (add_sweep_args, base_experiment, job_tracking_uri, options_from_args,
                             resolve_name, storage_root)
+from vaplan.cli import ArgumentParser, exits_on_user_error
 from vaplan.config import apply_overrides
+from vaplan.errors import UserError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m ray_jobs.pipeline",
+    parser = ArgumentParser(prog="python -m ray_jobs.pipeline",
                                      description=__doc__.split("\n")[0])
     add_sweep_args(parser, "pipeline")
     tune_train.add_asha_args(parser)
@@ -85,6 +88,7 @@ def final_pipeline(experiment, shared, opts, uri: str, name: str, model_name: st
             "reused": result.reused_steps}
 
 
+@exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     args = parse_args(argv)
@@ -93,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         name = resolve_name("pipeline", opts, root_dir)
         plans = plan_all(opts, root_dir / name)
-    except (SpaceError, FileNotFoundError) as err:
+        PipelineConfig(experiment=plans[0][0].base, model_name=args.model_name,
+                       promote_metric=args.promote_metric)  # the final step's options, now
+    except (UserError, FileNotFoundError) as err:
         return jobs.refuse(err)
     base = plans[0][0].base
     dataset = jobs.load_dataset(base.data)

@@ -11,9 +11,9 @@ Command line: `--space plg.visual_threshold=0.040,0.041,0.042` (a grid),
 `--space train.lr=loguniform:1e-4,1e-3`, `--space train.loss.variant=choice:richness,naive`.
 File (`--space-file x.yaml|x.json`): {"plg.visual_threshold": [0.040, 0.041],
 "train.lr": {"loguniform": [1e-4, 1e-3]}, "pld.visual_k": 5} or {"space": {...},
-"num_samples": 8}. Every value is type-checked against `vaplan.config` and range-checked
-(thresholds in (0, 1), K in 1..10, alpha > 0, known prompt ids of the right modality) here,
-before Ray starts: a bad value is refused with a message naming the option.
+"num_samples": 8}. Every value (grid/choice/fixed values, both bounds of a range) is checked
+by building the config with it (`vaplan.config.replace_path`, the one validation `--set` also
+goes through), before Ray starts: a bad value is refused with the same message as `--set`.
 """
 
 from __future__ import annotations
@@ -24,16 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from vaplan.config import ExperimentConfig, replace_path
-from vaplan.denoise import check_pld_options
-from vaplan.prompts import PROMPTS, prompt_modality
-from vaplan.pseudo_labels import check_threshold
+from vaplan.config import ExperimentConfig, get_path, replace_path
+from vaplan.errors import ConfigError
 
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "fixed")
 RANGE_KINDS = ("uniform", "loguniform", "randint")
 
 
-class SpaceError(ValueError):
+class SpaceError(ConfigError):
     """An invalid search space (the message names the option and the expected values)."""
 
 
@@ -133,7 +131,7 @@ def build_space(defaults: Space, file_space: Space | None, cli_items: Iterable[s
 
 def validate_dimension(dim: Dimension, base: ExperimentConfig,
                        sections: tuple[str, ...]) -> Dimension:
-    """Type every value through vaplan.config and check its range; returns the typed copy."""
+    """Type and check every value through vaplan.config; returns the typed copy."""
     key = dim.key
     if not key.startswith(sections):
         raise SpaceError(f"search space option {key!r}: this sweep searches "
@@ -151,8 +149,6 @@ def validate_dimension(dim: Dimension, base: ExperimentConfig,
     typed = tuple(_typed_value(base, key, value) for value in dim.values)
     if dim.kind in RANGE_KINDS:
         _check_range(key, dim.kind, typed, _field_type(base, key))
-    for value in typed:
-        check_value(key, value)
     return Dimension(key, dim.kind, typed)
 
 
@@ -166,28 +162,11 @@ def _field_type(base: ExperimentConfig, key: str) -> Any:
 
 
 def _typed_value(base: ExperimentConfig, key: str, value: Any) -> Any:
-    """The value as the config field's type (strings from the CLI are coerced)."""
+    """The value as the config builds it (CLI strings parsed); refused as `--set` refuses it."""
     try:
-        replace_path(base, key, value)
-    except KeyError as err:
-        raise SpaceError(f"search space option {key!r} is not a config option: "
-                         f"{err.args[0]}") from None
-    except ValueError as err:
-        raise SpaceError(f"search space option {key}: {err}") from None
-    hint = _field_type(base, key)
-    typed = replace_path(base, key, value)
-    for part in key.split("."):
-        typed = getattr(typed, part)
-    if hasattr(typed, "item"):  # numpy scalar
-        typed = typed.item()
-    if hint is float and isinstance(typed, int) and not isinstance(typed, bool):
-        typed = float(typed)
-    expected = hint if hint in (int, float, bool, str) else None
-    if expected is not None and (not isinstance(typed, expected) or
-                                 (expected is int and isinstance(typed, bool))):
-        raise SpaceError(f"search space option {key}: expected {expected.__name__}, "
-                         f"got {value!r}")
-    return typed
+        return get_path(replace_path(base, key, value), key)
+    except ConfigError as err:
+        raise SpaceError(str(err)) from None
 
 
 def _check_range(key: str, kind: str, bounds: tuple, hint: Any) -> None:
@@ -201,34 +180,6 @@ def _check_range(key: str, kind: str, bounds: tuple, hint: Any) -> None:
         raise SpaceError(f"search space option {key}: {kind} needs lo < hi, got {lo}, {hi}")
     if kind == "loguniform" and lo <= 0:
         raise SpaceError(f"search space option {key}: loguniform needs lo > 0, got {lo}")
-
-
-def check_value(key: str, value: Any) -> None:
-    """Range checks of the method's knobs; messages name the option."""
-    name = key.rsplit(".", 1)[-1]
-    try:
-        if key.startswith("plg.") and name.endswith("_threshold"):
-            check_threshold(key, value)
-        elif key.startswith("plg.") and name.endswith("_prompt"):
-            modality = name[:-len("_prompt")]
-            if value not in PROMPTS:
-                raise ValueError(f"{key}: unknown prompt id {value!r}; expected one of "
-                                 f"{sorted(PROMPTS)}")
-            if prompt_modality(value) != modality:
-                raise ValueError(f"{key}: {value!r} is not a {modality} prompt set")
-        elif key.startswith("pld.") and name.endswith("_k"):
-            check_pld_options(value, 1.0, prefix=key[:-1])
-        elif key.startswith("pld.") and name.endswith("_alpha"):
-            check_pld_options(1, value, prefix=key[:-len("alpha")])
-        elif key in ("train.lr",) and not value > 0:
-            raise ValueError(f"{key} must be > 0, got {value!r}")
-        elif key == "train.loss.richness_weight" and not value >= 0:
-            raise ValueError(f"{key} must be >= 0, got {value!r}")
-        elif key in ("train.epochs", "train.batch_size") and not value >= 1:
-            raise ValueError(f"{key} must be >= 1, got {value!r}")
-    except ValueError as err:
-        raise SpaceError(f"search space option {err}" if str(err).startswith(key)
-                         else f"search space option {key}: {err}") from None
 
 
 def to_param_space(space: Space, seed_key: str | None = None) -> dict[str, Any]:

@@ -118,11 +118,8 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
 # ---------------------------------------------------------------- configuration
 
 def base_experiment(opts: SweepOptions, spec: SweepSpec | None = None) -> ExperimentConfig:
-    """Preset + --set overrides (+ device/threads for training trials)."""
-    try:
-        base = apply_overrides(get_preset(opts.preset), list(opts.overrides))
-    except (KeyError, ValueError) as err:
-        raise spaces.SpaceError(f"--set/--preset: {err.args[0]}") from None
+    """Preset + --set overrides (+ device/threads for training trials); ConfigError if bad."""
+    base = apply_overrides(get_preset(opts.preset), list(opts.overrides))
     if spec is not None and spec.uses_gpu:
         threads = max(1, int(opts.cpus_per_trial))
         device = "cuda" if opts.gpus_per_trial > 0 else base.train.device
@@ -187,10 +184,10 @@ class SweepState:
     best: dict = field(default_factory=dict)
 
     def save(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{STATE_FILE}.tmp"
-        tmp.write_text(json.dumps(self.__dict__, indent=2, sort_keys=True, default=str))
-        os.replace(tmp, folder / STATE_FILE)
+        from vaplan.io import atomic_write
+
+        atomic_write(folder / STATE_FILE,
+                     json.dumps(self.__dict__, indent=2, sort_keys=True, default=str))
 
     @classmethod
     def load(cls, folder: Path) -> "SweepState":
@@ -218,7 +215,9 @@ def resolve_name(job: str, opts: SweepOptions, root: Path) -> str:
 # ---------------------------------------------------------------- the parent run
 
 class ParentRun:
-    """The sweep's parent run: opened fresh (pipelines.tracking.start_run) or re-opened."""
+    """The sweep's parent run (pipelines.tracking.start_run): opened fresh, or re-opened on
+    --resume, which records this driver as its owner (host/pid tags) so the dead-run sweep of
+    other processes leaves it alone."""
 
     def __init__(self, experiment_id: str, name: str, tags: Mapping[str, str],
                  run_id: str | None = None) -> None:
@@ -226,20 +225,13 @@ class ParentRun:
         self._ctx = None
 
     def __enter__(self) -> str:
-        if self.run_id is None:
-            self._ctx = tracking.start_run(self.experiment_id, run_name=self.name,
-                                           tags=dict(self.tags))
-            self.run_id = self._ctx.__enter__().info.run_id
-        else:  # resume: tracking.start_run has no run_id argument (yet)
-            tracking.retry_locked(mlflow.start_run, run_id=self.run_id)
+        self._ctx = tracking.start_run(self.experiment_id, run_name=self.name,
+                                       tags=dict(self.tags), run_id=self.run_id)
+        self.run_id = self._ctx.__enter__().info.run_id
         return self.run_id
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if self._ctx is not None:
-            return bool(self._ctx.__exit__(exc_type, exc, tb))
-        status = "FINISHED" if exc_type is None else "FAILED"
-        tracking.retry_locked(mlflow.end_run, status=status)
-        return False
+        return bool(self._ctx.__exit__(exc_type, exc, tb))
 
 
 def end_parent(status: str) -> None:

@@ -4,7 +4,8 @@ Stage one runs once, as a Ray task with the trial resources: the pipeline's `gen
 and `train` steps (child runs of this sweep's parent, reused when an earlier run has them), or
 `--checkpoint han.pt`; its val (and, with --retrain-top, train) predictions are put into the
 object store and every trial only denoises (Eq. 10-11) and scores: `pld/val/<modality>/...`,
-`gain/<modality>/average` (vs the PLG labels) and the objective `pld/val/average`.
+`gain/<modality>/average` (vs the PLG labels) and the objective `pld/val/average`; the sweep's
+parent run gets the PLG baseline `plg/val/average` (printed too) to read the winner against.
 Default space: visual K 3..7 x alpha 10..50, audio K 5..7 x alpha 200..600 (225 trials).
 `--retrain-top N` then retrains HAN on the denoised labels of the N best settings (a second
 sweep with ASHA, val seg_type per epoch) and picks the winner by val seg_type.
@@ -26,6 +27,7 @@ import numpy as np
 from ray_jobs import jobs, tune_train
 from ray_jobs.space import Dimension
 from ray_jobs.sweep import SweepSpec
+from vaplan.cli import ArgumentParser, exits_on_user_error
 
 OBJECTIVE = "pld/val/average"
 DEFAULT_SPACE = {
@@ -150,6 +152,21 @@ def _train_stage_one(data, experiment, uri: str, experiment_id: str, parent_run_
         return model, trained.digest(steps.CHECKPOINT), trained.run_id
 
 
+def report_plg_baseline(plg_quality: dict[str, float], parent_run_id: str) -> None:
+    """Log the PLG labels' val quality on the sweep's parent run (`plg/val/...`, and
+    `plg/val/average` next to the objective) and print it: a PLD setting is only worth using
+    above it (the pipeline's `pld.apply=auto` keeps PLG otherwise)."""
+    from pipelines import tracking
+
+    baseline = {f"plg/val/{key}": value for key, value in plg_quality.items()}
+    baseline["plg/val/average"] = (plg_quality["audio/average"]
+                                   + plg_quality["visual/average"]) / 2
+    tracking.log_scores(baseline, run_id=parent_run_id)
+    print(f"PLG baseline on val (what {OBJECTIVE} must beat): average "
+          f"{baseline['plg/val/average']:.2f} (audio {plg_quality['audio/average']:.2f}, "
+          f"visual {plg_quality['visual/average']:.2f})", flush=True)
+
+
 def stage_one_data(opts, shared_dataset, checkpoint: str | None, with_train: bool):
     """data_fn of the PLD sweep: run stage one as a Ray task, share its outputs."""
     def make(base, uri, experiment_id, parent):
@@ -163,12 +180,14 @@ def stage_one_data(opts, shared_dataset, checkpoint: str | None, with_train: boo
         stage = ray.get(task.remote(shared_dataset, to_dict(base), uri, experiment_id, parent,
                                     checkpoint, with_train))
         print(f"stage one: model {stage.key[:12]} from {stage.source}", flush=True)
+        report_plg_baseline(stage.plg_quality, parent)
         return {"stage": common.share(stage, f"stage-one:{stage.key}:{with_train}")}
     return make
 
 
+@exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ray_jobs.tune_pld",
+    parser = ArgumentParser(prog="python -m ray_jobs.tune_pld",
                                      description=__doc__.split("\n")[0])
     jobs.add_args(parser, SPEC.job)
     tune_train.add_asha_args(parser)

@@ -19,6 +19,7 @@ from typing import Any
 from ray_jobs import jobs
 from ray_jobs.space import Dimension
 from ray_jobs.sweep import SweepSpec
+from vaplan.cli import ArgumentParser, exits_on_user_error
 
 OBJECTIVE = "plg/val/average"
 DEFAULT_SPACE = {
@@ -63,8 +64,9 @@ def data_fn(shared_dataset) -> Any:
     return lambda base, uri, experiment_id, parent: {"dataset": shared_dataset}
 
 
+@exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ray_jobs.tune_plg",
+    parser = ArgumentParser(prog="python -m ray_jobs.tune_plg",
                                      description=__doc__.split("\n")[0])
     jobs.add_args(parser, SPEC.job)
     return jobs.run_single(SPEC, parser.parse_args(argv),

@@ -20,6 +20,7 @@ import sys
 from ray_jobs import jobs
 from ray_jobs.space import Dimension
 from ray_jobs.sweep import SweepSpec
+from vaplan.cli import ArgumentParser, exits_on_user_error
 
 METRIC, OBJECTIVE = "val/seg_type", "best/val/seg_type"
 DEFAULT_SPACE = {
@@ -67,6 +68,7 @@ def train_with_reports(cfg, train, labels, val, report) -> None:
         best = max(best, stats.val.get(cfg.select_metric, float("-inf")))
         metrics = {f"val/{key}": value for key, value in stats.val.items()}
         metrics.update({"train/loss": stats.train_loss, "epoch/seconds": stats.seconds,
+                        "epoch/lr": stats.lr,
                         f"best/val/{cfg.select_metric}": best})
         report(metrics, step=stats.epoch)
 
@@ -98,8 +100,9 @@ def add_asha_args(parser: argparse.ArgumentParser) -> None:
                         help="run every trial to the last epoch")
 
 
+@exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ray_jobs.tune_train",
+    parser = ArgumentParser(prog="python -m ray_jobs.tune_train",
                                      description=__doc__.split("\n")[0])
     jobs.add_args(parser, SPEC.job)
     add_asha_args(parser)

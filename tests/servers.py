@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 
 
 def free_ports(count: int = 1) -> list[int]:
@@ -34,3 +35,10 @@ def stop_process_group(proc: subprocess.Popen, grace_s: float = 20, kill_wait_s:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=kill_wait_s)
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped (for runs of dead processes)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid

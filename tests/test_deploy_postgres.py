@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -226,8 +227,8 @@ def test_artifacts_and_registry_promotion_over_http(mlflow_server, tmp_path):
     client = tracking.client()
     name = "vaplan-han-deploy-test"
     client.create_registered_model(name)
-    decisions = []
-    for score in (50.0, 60.0, 55.0):
+    decisions, scores = [], (50.0, 60.0, 55.0)
+    for score in scores:
         with tracking.start_run(experiment_id, run_name=f"pipeline-{score:.0f}") as run:
             tracking.log_scores({"seg_type": score}, prefix="val/")
             model_dir = tmp_path / f"model-{score:.0f}"
@@ -242,7 +243,9 @@ def test_artifacts_and_registry_promotion_over_http(mlflow_server, tmp_path):
         got = client.download_artifacts(run_id, "model/config.json", str(tmp_path))
         assert Path(got).read_text() == f'{{"score": {score}}}'
         version = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id)
-        decisions.append(registry.apply_promotion_gate(name, version.version, score))
+        decisions.append(registry.apply_promotion_gate(  # one score per "video", 3 videos
+            name, version.version, np.full(3, score),
+            champion_scores=lambda held: np.full(3, scores[int(held) - 1])))
 
     assert [d.promoted for d in decisions] == [True, True, False]
     assert registry.resolve_version(name, registry.CHAMPION).version == "2"

@@ -130,7 +130,7 @@ def test_target_ratio_is_clipped_and_missing_segments_raise(example):
     weak = BatchTargets(targets.video_labels, targets.video_labels, targets.video_labels)
     with pytest.raises(ValueError, match="segment pseudo labels"):
         compute_loss(LossConfig(variant="richness"), out, weak)
-    with pytest.raises(ValueError, match="unknown loss variant"):
+    with pytest.raises(ValueError, match="train.loss.variant must be one of"):
         compute_loss(LossConfig(variant="nope"), out, targets)  # type: ignore[arg-type]
 
 

@@ -73,7 +73,9 @@ def test_tracking_uri_resolution_and_lock_retry(tmp_path, monkeypatch):
     assert "--default-artifact-root" in tracking.ui_command(default)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert tracking.resolve_tracking_uri(cwd=tmp_path) == "http://127.0.0.1:5000"
-    assert tracking.resolve_tracking_uri("sqlite:///x.db") == "sqlite:///x.db"
+    assert tracking.resolve_tracking_uri("sqlite:////x/y.db") == "sqlite:////x/y.db"
+    assert tracking.resolve_tracking_uri("sqlite:///x.db", cwd=tmp_path) == \
+        f"sqlite:///{tmp_path.resolve()}/x.db"  # relative: made absolute for other processes
     assert tracking.default_artifact_root("http://127.0.0.1:5000") is None
     calls = []
 
@@ -131,6 +133,13 @@ def test_nested_runs_params_and_metrics(pipeline):
     params = parent.data.params
     assert params["plg.visual_threshold"] == "0.041" and params["pld.visual_k"] == "5"
     assert params["train.loss.variant"] == "richness" and len(params["data.digest"]) == 64
+    assert params["train.lr_schedule"] == "step" and params["train.lr_step_size"] == "10"
+    train_run = next(r for r in children if r.info.run_name == "train")
+    lrs = sorted(client.get_metric_history(train_run.info.run_id, "epoch/lr"),
+                 key=lambda m: m.step)
+    epochs = pipeline_config_from_preset("sim-tiny").experiment.train.epochs
+    assert [(m.step, m.value) for m in lrs] == [(e, pytest.approx(3e-4))
+                                                for e in range(1, epochs + 1)]
     metrics = parent.data.metrics
     for split in ("val", "test"):
         assert {f"{split}/{key}" for key in SCORE_KEYS} <= set(metrics)
@@ -176,26 +185,34 @@ def test_registered_version_and_aliases(pipeline):
 
 
 def test_promotion_gate_both_directions(pipeline):
+    """Per-video scores 1 point below / above the champion's on every video: kept / promoted
+    (a constant shift has a zero-width interval). tests/test_gate.py covers the noise."""
     _, result = pipeline
     client = MlflowClient()
     first = client.get_model_version(MODEL, result.registration["version"])
     first_version = str(first.version)  # the SQL store returns ints, REST strings
     score = registry.version_score(MODEL, first_version, "val/seg_type")
+    champion = np.full(20, score)
+    scorer = {first_version: champion}.__getitem__  # the champion's per-video val scores
     worse = client.create_model_version(MODEL, first.source, run_id=first.run_id)
     worse_version = str(worse.version)
-    kept = registry.apply_promotion_gate(MODEL, worse_version, score - 1.0)
+    kept = registry.apply_promotion_gate(MODEL, worse_version, champion - 1.0,
+                                         champion_scores=scorer)
     assert not kept.promoted and kept.champion_version == first_version
     assert kept.champion_score == pytest.approx(score, abs=1e-5)
+    assert (kept.low, kept.high) == pytest.approx((-1.0, -1.0))
     aliases = {k: str(v) for k, v in client.get_registered_model(MODEL).aliases.items()}
     assert aliases == {"candidate": worse_version, "champion": first_version}
     assert client.get_model_version(MODEL, worse_version).tags[
         "vaplan.promotion.decision"] == "kept"
     better = client.create_model_version(MODEL, first.source, run_id=first.run_id)
-    promoted = registry.apply_promotion_gate(MODEL, str(better.version), score + 1.0)
+    promoted = registry.apply_promotion_gate(MODEL, str(better.version), champion + 1.0,
+                                             champion_scores=scorer)
     assert promoted.promoted and promoted.champion_version == first_version
     assert str(client.get_registered_model(MODEL).aliases["champion"]) == str(better.version)
     tags = client.get_model_version(MODEL, str(better.version)).tags
     assert float(tags["vaplan.promotion.champion_score"]) == pytest.approx(score, abs=1e-5)
+    assert tags["vaplan.promotion.improvement"] == "+1.000000"
 
 
 def test_pull_and_evaluate_by_alias_and_version(pipeline, dataset, tmp_path):

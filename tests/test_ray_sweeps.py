@@ -6,10 +6,14 @@ trials, and invalid spaces refused before anything starts. Ray is always shut do
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import socket
 
 import pytest
+from servers import dead_pid
 
+from pipelines import tracking
 from ray_jobs import common, space as spaces, tune_pld, tune_plg, tune_train
 from ray_jobs.jobs import EXIT_INTERRUPTED, EXIT_INVALID
 
@@ -73,14 +77,15 @@ def trial_runs(children):
 # ------------------------------------------------------------ validation (no Ray, no store)
 
 @pytest.mark.parametrize("module, item, words", [
-    (tune_plg, "plg.visual_threshold=0.04,1.5", "plg.visual_threshold must lie in (0, 1)"),
-    (tune_plg, "plg.audio_threshold=uniform:0,0.05", "plg.audio_threshold must lie in (0, 1)"),
-    (tune_plg, "plg.visual_prompt=VP1,VP9", "plg.visual_prompt: unknown prompt id 'VP9'"),
-    (tune_plg, "plg.audio_prompt=VP1", "plg.audio_prompt: 'VP1' is not a audio prompt"),
+    (tune_plg, "plg.visual_threshold=0.04,1.5", "plg.visual_threshold must be a number in (0, 1)"),
+    (tune_plg, "plg.audio_threshold=uniform:0,0.05",
+     "plg.audio_threshold must be a number in (0, 1), got 0.0"),
+    (tune_plg, "plg.visual_prompt=VP1,VP9", "plg.visual_prompt must be one of ['VP1'"),
+    (tune_plg, "plg.audio_prompt=VP1", "(the audio prompt sets), got 'VP1'"),
     (tune_pld, "pld.visual_k=5,11", "pld.visual_k must be an integer in 1..10"),
     (tune_pld, "pld.audio_k=0", "pld.audio_k must be an integer in 1..10"),
-    (tune_pld, "pld.visual_alpha=-3", "pld.visual_alpha must be > 0"),
-    (tune_train, "train.nope=1", "'train.nope' is not a config option"),
+    (tune_pld, "pld.visual_alpha=-3", "pld.visual_alpha must be a finite number > 0"),
+    (tune_train, "train.nope=1", "unknown config option 'train.nope'"),
     (tune_train, "train.loss.variant=choice:richness,bogus", "train.loss.variant"),
     (tune_train, "plg.visual_threshold=0.04", "searches train.* options only"),
 ])
@@ -112,7 +117,7 @@ def test_space_file_and_cli_precedence(tmp_path):
     assert spaces.grid_size(space) == 5 * 2  # audio threshold x audio prompt defaults
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"plg.visual_threshold": {"uniform": [0.03, 1.2]}}))
-    with pytest.raises(spaces.SpaceError, match="plg.visual_threshold must lie in"):
+    with pytest.raises(spaces.SpaceError, match=r"plg.visual_threshold must be a number in \(0"):
         spaces.build_space({}, spaces.load_space_file(bad)[0], [], get_preset("sim-tiny"),
                            ("plg.",))
 
@@ -184,24 +189,58 @@ def test_tune_pld_stage_one_and_retrain(local_ray, where):
     assert "val/seg_type" in trial_runs(retrained)[0].data.metrics
 
 
-def test_interrupted_sweep_resumes_without_rerunning_finished_trials(local_ray, where):
-    uri, args = where
-    sweep = [*args, *PLG_FIXED, "--name", "resumable", "--max-concurrent", "1",
-             "--space", "plg.visual_threshold=0.039,0.040,0.041,0.042,0.043"]
-    assert tune_plg.main([*sweep, "--interrupt-after", "2"]) == EXIT_INTERRUPTED
-    client, parent, children = runs_of(uri, "resumable")
+def interrupt(main, sweep: list[str], name: str, after: int):
+    """Run a sweep stopped like `ray job stop` after `after` finished trials; returns the
+    client and {trial id: run id} of the trial runs FINISHED by then."""
+    assert main([*sweep, "--interrupt-after", str(after)]) == EXIT_INTERRUPTED
+    client, parent, children = runs_of(sweep[sweep.index("--tracking-uri") + 1], name)
     assert parent.info.status == "KILLED"
     before = {run.data.tags[common.TRIAL_TAG]: run.info.run_id for run in trial_runs(children)
               if run.info.status == "FINISHED"}
-    assert len(before) >= 2
-    assert tune_plg.main([*sweep, "--resume"]) == 0
-    client, parent, children = runs_of(uri, "resumable")
+    assert len(before) >= after
+    return client, before
+
+
+def check_resumed(uri: str, name: str, before: dict, trials: int):
+    """After --resume: every trial has exactly one FINISHED run (none was run again), those
+    finished before the stop kept theirs, and the winner is one of them."""
+    client, parent, children = runs_of(uri, name)
     assert parent.info.status == "FINISHED"
     finished = [run for run in trial_runs(children) if run.info.status == "FINISHED"]
     by_trial = {}
     for run in finished:
         by_trial.setdefault(run.data.tags[common.TRIAL_TAG], []).append(run.info.run_id)
-    assert len(by_trial) == 5 and all(len(ids) == 1 for ids in by_trial.values())
+    assert all(len(ids) == 1 for ids in by_trial.values()), f"trials run again: {by_trial}"
+    assert len(finished) == len(by_trial) == trials == parent.data.metrics["sweep/num_trials"]
     for trial_id, run_id in before.items():
         assert by_trial[trial_id] == [run_id]  # finished before the stop: not re-run
-    assert parent.data.metrics["sweep/num_trials"] == 5
+    assert parent.data.tags["vaplan.best_run_id"] in {run.info.run_id for run in finished}
+    return parent
+
+
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(local_ray, where):
+    uri, args = where
+    sweep = [*args, *PLG_FIXED, "--name", "resumable", "--max-concurrent", "1",
+             "--space", "plg.visual_threshold=0.039,0.040,0.041,0.042,0.043"]
+    _, before = interrupt(tune_plg.main, sweep, "resumable", 2)
+    assert tune_plg.main([*sweep, "--resume"]) == 0
+    check_resumed(uri, "resumable", before, 5)
+
+
+def test_resumed_tune_train_never_reruns_a_finished_trial(local_ray, where):
+    """Tune saves its experiment state only now and then: trials that finished just before
+    the stop may be restored as unfinished. On --resume they must not train again (their
+    FINISHED run is found by trial id and its metrics reported to Tune instead). The resuming
+    driver also marks runs of dead processes KILLED when it opens the experiment."""
+    uri, args = where
+    sweep = [*args, *TINY_MODEL, "--name", "train-resume", "--cpus-per-trial", "1",
+             "--num-samples", "6"]
+    client, before = interrupt(tune_train.main, sweep, "train-resume", 4)
+    experiment_id = client.get_experiment_by_name("vaplan").experiment_id
+    dead = client.create_run(experiment_id, run_name="left by a SIGKILLed process",
+                             tags={tracking.HOST_TAG: socket.gethostname(),
+                                   tracking.PID_TAG: str(dead_pid())}).info.run_id
+    assert tune_train.main([*sweep, "--resume"]) == 0
+    assert client.get_run(dead).info.status == "KILLED"
+    parent = check_resumed(uri, "train-resume", before, 6)
+    assert parent.data.tags[tracking.PID_TAG] == str(os.getpid())  # the resuming driver owns it

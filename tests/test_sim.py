@@ -11,6 +11,8 @@ from vaplan.data.llp import load_split
 from vaplan.prompts import PROMPTS
 from vaplan.pseudo_labels import label_quality, threshold_segments
 from vaplan.sim import build_sim_dataset, softmax_cosines, write_sim_teacher_cache
+from vaplan.sim.build import sim_truth_bank
+from vaplan.sim.truth import build_truth_bank
 
 SMALL = SimConfig(num_train=64, seed=0, val_fraction=0.1, test_fraction=0.05)
 # The paper's PLG quality on the real val annotations (Tables 1-2) and the calibration band.
@@ -151,3 +153,86 @@ def test_teacher_cache_keeps_cosines_and_labels(small, tmp_path):
                                   small.test.video_labels)
     loaded = cache.load_teacher_scores(path, small.val.video_ids)
     assert loaded.meta["source"] == "llp-sim"
+
+
+# ----------------------------------------------------------------------------- pattern bank
+# Issue 18: the training truth is drawn from val patterns only; "val+test" is the old leak.
+LEAK_CFG = dict(num_train=400, seed=0, val_fraction=0.05, test_fraction=0.05)
+
+
+def _joint_patterns(split) -> np.ndarray:
+    """(P, 2T) uint8: the joint (audio, visual) pattern of every labelled, annotated class."""
+    vid, cls = np.nonzero(split.video_labels)
+    joint = np.concatenate([split.gt_audio[vid, :, cls], split.gt_visual[vid, :, cls]], axis=1)
+    return joint[joint.max(axis=1) == 1]
+
+
+def _as_set(patterns: np.ndarray) -> set[bytes]:
+    return {row.tobytes() for row in np.ascontiguousarray(patterns, dtype=np.uint8)}
+
+
+@pytest.fixture(scope="module")
+def banks():
+    return {bank: build_sim_dataset(SimConfig(pattern_bank=bank, **LEAK_CFG))
+            for bank in ("val", "val+test")}
+
+
+def test_default_bank_has_no_test_pattern():
+    assert SimConfig().pattern_bank == "val"
+    bank = sim_truth_bank(SimConfig().pattern_bank)
+    assert bank.splits == ("val",) and set(bank.source_split.tolist()) == {0}
+    # the recorded provenance is the truth: each row is its val video's annotation of its class
+    val = load_split("val")
+    cls = np.repeat(np.arange(NUM_CLASSES), bank.count)  # (K,) rows are sorted by class
+    np.testing.assert_array_equal(bank.patterns[:, 0], val.gt_audio[bank.source_row, :, cls])
+    np.testing.assert_array_equal(bank.patterns[:, 1], val.gt_visual[bank.source_row, :, cls])
+    assert len(bank.patterns) == len(_joint_patterns(val))
+    # the check can fail: the comparison bank does hold test rows
+    leaky = sim_truth_bank("val+test")
+    assert leaky.splits == ("val", "test") and (leaky.source_split == 1).sum() > 1000
+
+
+def test_train_truth_is_drawn_from_val_patterns_only(banks):
+    """End to end: every simulated train pattern is a real val pattern (any class)."""
+    val_set = _as_set(_joint_patterns(load_split("val")))
+    test_only = _as_set(_joint_patterns(load_split("test"))) - val_set
+    train = _as_set(_joint_patterns(banks["val"].train))
+    assert train <= val_set and not train & test_only
+    # with the test annotations in the bank, test-only patterns do reach the training truth
+    leaked = _as_set(_joint_patterns(banks["val+test"].train))
+    assert len(leaked & test_only) >= 10
+
+
+def test_banks_differ_only_in_train_and_are_recorded(banks):
+    clean, leaky = banks["val"], banks["val+test"]
+    assert clean.digest != leaky.digest
+    assert "drawn from val patterns" in clean.description and "LEAK" not in clean.description
+    assert "val+test" in leaky.description and "TEST LEAK" in leaky.description
+    assert clean.teachers["train"].meta["pattern_bank"] == "val"
+    assert leaky.teachers["test"].meta["pattern_bank"] == "val+test"
+    for name in ("val", "test"):  # the evaluation splits do not depend on the bank
+        a, b = getattr(clean, name), getattr(leaky, name)
+        np.testing.assert_array_equal(a.features.visual, b.features.visual)
+        np.testing.assert_array_equal(clean.teachers[name].probs["VP1"],
+                                      leaky.teachers[name].probs["VP1"])
+    assert not np.array_equal(clean.train.gt_visual, leaky.train.gt_visual)
+
+
+def test_refuses_test_patterns_unless_named():
+    val, test = load_split("val"), load_split("test")
+    with pytest.raises(ValueError, match="test split"):
+        build_truth_bank([val, test])
+    with pytest.raises(ValueError, match="test split"):
+        build_truth_bank([test])
+    with pytest.raises(ValueError, match="data.sim.pattern_bank"):
+        sim_truth_bank("test")
+    with pytest.raises(ValueError, match="pattern_bank"):
+        build_sim_dataset(SimConfig(num_train=4, val_fraction=0.01, test_fraction=0.01,
+                                    pattern_bank="val+train"))
+
+
+def test_teacher_caches_of_two_banks_do_not_mix(banks, tmp_path):
+    cache = pytest.importorskip("vaplan.teachers.cache")
+    path = write_sim_teacher_cache(banks["val"], "train", tmp_path / "cache")
+    with pytest.raises(cache.CacheError, match="refusing to mix"):
+        write_sim_teacher_cache(banks["val+test"], "train", path)

@@ -116,6 +116,8 @@ def test_teach_resumes_reports_failures_and_feeds_plg(teachers, media, tmp_path)
 
     meta = read_cache_meta(out)
     assert meta["random_weights"] is True and meta["teachers"]["visual"]["random_weights"]
+    assert {m: meta["teachers"][m]["precision"] for m in ("audio", "visual")} == \
+        {"audio": "fp32", "visual": "fp32"}  # the defaults, recorded
     with pytest.raises(ValueError, match="RANDOM"):
         load_teacher_scores(out, IDS[:2])
     scores = load_teacher_scores(out, IDS[:2], allow_random=True)
@@ -185,3 +187,37 @@ def test_roberta_missing_offline_is_fast_and_clear(monkeypatch):
     monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda *a, **k: None)
     with pytest.raises(TeacherUnavailable, match="roberta-base"):
         CHECK_ROBERTA_CACHE()
+
+
+def test_teachers_default_to_fp32_and_precision_enters_the_digest(teachers):
+    """fp32 on every device unless fp16/bf16 is asked for (laion_clap's and open_clip's own
+    precision); the precision is part of the teacher's cache identity."""
+    import inspect
+
+    from vaplan.teachers.cache import teacher_digest
+    from vaplan.teachers.clap_teacher import ClapTeacher
+    from vaplan.teachers.clip_teacher import ClipTeacher
+    from vaplan.teachers.command import teach
+    from vaplan.teachers.common import check_precision
+
+    for factory in (ClapTeacher, ClipTeacher, TeachConfig, teach):
+        assert inspect.signature(factory).parameters["precision"].default == "fp32", factory
+    assert teachers["audio"].precision == teachers["visual"].precision == "fp32"
+    entry = teachers["audio"].describe({"AP2": ["a"] * C})
+    assert entry["precision"] == "fp32"
+    assert teacher_digest(entry) != teacher_digest(dict(entry, precision="bf16"))
+    assert check_precision("bf16") == "bf16"
+    with pytest.raises(ValueError, match="'auto' is gone.*fp16 or bf16"):
+        check_precision("auto")
+    with pytest.raises(ValueError, match="not one of"):
+        check_precision("fp8")
+    from typer.testing import CliRunner
+
+    import typer
+
+    app = typer.Typer()
+    app.command()(teach)
+    app.command("noop")(lambda: None)
+    refused = CliRunner().invoke(app, ["teach", "--videos", ".", "--split-csv", "x.csv",
+                                       "--out", "c", "--precision", "auto"])
+    assert refused.exit_code == 2 and "'auto' is gone" in refused.output

@@ -5,53 +5,80 @@
     vaplan build-features --feats DIR --split val --out STORE
     vaplan pull --model vaplan-han --alias champion --dest DIR
     vaplan evaluate --model models:/vaplan-han@champion --split test
+    vaplan import-checkpoint MMIL_Net.pt --out han.pt
+
+User errors (`vaplan.errors.UserError`, bad options) end as one line `error: <message>` on
+stderr with exit status 2, in every CLI of the project: `main` here for `vaplan`,
+`exits_on_user_error` and `ArgumentParser` for `python -m pipelines` and `python -m ray_jobs.*`.
+Any other exception is a bug or an environment failure and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
+import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
+
+from vaplan.errors import UserError
+
+try:  # typer >= 0.2x vendors click; its exceptions live there
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer on top of click
+    from click import exceptions as click_errors
+
+EXIT_USER_ERROR = 2
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="VAPLAN: segment-wise pseudo labels for audio-visual video parsing.")
 
 
 def _experiment(preset: str, overrides: list[str] | None):
+    """The checked config (a bad preset or override raises ConfigError -> one line, exit 2)."""
     from vaplan.config import apply_overrides, get_preset
 
-    try:
-        return apply_overrides(get_preset(preset), overrides or [])
-    except (KeyError, ValueError) as err:
-        raise typer.BadParameter(str(err)) from None
+    return apply_overrides(get_preset(preset), overrides or [])
 
 
 @app.command()
 def ablation(preset: str = typer.Option("sim-small", help="config preset (vaplan.config.PRESETS)"),
              set_: Optional[List[str]] = typer.Option(None, "--set", help="override, e.g. train.epochs=5"),
-             rows: str = typer.Option("1,2,3,4,5", help="Table 5 rows to run"),
-             output: Optional[Path] = typer.Option(None, help="also write the table (Markdown) here")):
-    """Run the Table 5 ablation (baseline, PLG, + L'_S, + L_S, + PLD) and print the table."""
-    from vaplan.ablation import format_ablation, run_ablation
-    from vaplan.data.dataset import load_dataset
+             rows: str = typer.Option("1,2,3,4,5", help="Table 5 rows, any of 1..5, e.g. 1,2"),
+             seeds: Optional[str] = typer.Option(None, help="train.seed values, e.g. 0,1,2 "
+                                                 "(default: the config's train.seed)"),
+             output: Optional[Path] = typer.Option(None, help="also write the table here "
+                                                   "(Markdown; the CSV goes next to it), "
+                                                   "after every unit"),
+             experiment: str = typer.Option("vaplan-ablations", help="MLflow experiment"),
+             tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI"),
+             resume: bool = typer.Option(True, help="resume the parent run of the same arguments "
+                                         "(--no-resume starts a new one)"),
+             progress: bool = typer.Option(True, help="per-epoch training progress")):
+    """Table 5 (baseline, PLG, + L'_S, + L_S, + PLD): each row x seed an MLflow run; resumable."""
+    from vaplan.ablation import parse_rows, parse_seeds
+    from vaplan.errors import ConfigError
 
     cfg = _experiment(preset, set_)
-    typer.echo(f"[ablation] preset {preset}: building dataset ({cfg.data.source})")
-    dataset = load_dataset(cfg.data, progress=True)
-    typer.echo(f"[ablation] {dataset.description}")
-    result = run_ablation(cfg, dataset, rows=tuple(r.strip() for r in rows.split(",")))
-    table = format_ablation(result)
-    typer.echo(table)
-    if output is not None:
-        _write_text(output, table + "\n")
+    row_ids = parse_rows(rows)
+    if seeds is not None and any(item.split("=")[0].strip() == "train.seed"
+                                 for item in set_ or []):
+        raise ConfigError("--seeds and --set train.seed both given; give the seeds with --seeds")
+    seed_list = parse_seeds(seeds) if seeds is not None else (cfg.train.seed,)
+    from pipelines.ablation import run_ablation  # MLflow only once the command runs
+
+    result = run_ablation(cfg, row_ids, seed_list, preset=preset, tracking_uri=tracking_uri,
+                          experiment=experiment, output=output, resume=resume,
+                          progress=progress, log=typer.echo)
+    typer.echo(result.markdown)
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    from vaplan.io import atomic_write
+
+    atomic_write(path, text)
 
 
 @app.command("build-features")
@@ -94,6 +121,20 @@ def evaluate(model: str = typer.Option("models:/vaplan-han@champion", help="mode
         typer.echo(f"{split}/{key:<10} {scores[key]:6.2f}")
 
 
+@app.command("import-checkpoint")
+def import_checkpoint(source: Path = typer.Argument(..., help="state_dict saved by the official "
+                                                    "AVVP-ECCV20 main_avvp.py (MMIL_Net.pt)"),
+                      out: Path = typer.Option(..., help="vaplan checkpoint to write")):
+    """Convert an official HAN state_dict into a vaplan checkpoint (docs/fidelity.md)."""
+    from vaplan.official import HAN_PARAMETERS, OFFICIAL_PARAMETERS, RENAMED, UNUSED
+    from vaplan.official import import_official_checkpoint
+
+    path, extra = import_official_checkpoint(source, out)
+    typer.echo(f"wrote {path}: HAN with {HAN_PARAMETERS:,} of the official {OFFICIAL_PARAMETERS:,} "
+               f"parameters ({len(RENAMED)} keys renamed, {len(UNUSED)} unused keys dropped); "
+               f"source sha256 {extra['source_sha256']}")
+
+
 def _register_teach() -> None:
     try:
         from vaplan.teachers.command import teach
@@ -105,8 +146,55 @@ def _register_teach() -> None:
 _register_teach()
 
 
-def main() -> None:
-    app()
+# ---------------------------------------------------------------- user errors, every CLI
+
+def report_user_error(err: BaseException) -> int:
+    """Print `error: <message>` as one line on stderr; returns the exit status (2)."""
+    message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    print(f"error: {message or type(err).__name__}", file=sys.stderr, flush=True)
+    return EXIT_USER_ERROR
+
+
+def exits_on_user_error(main: Callable[..., int | None]) -> Callable[..., int]:
+    """Wrap a CLI's `main(argv)`: a UserError becomes one line on stderr and exit status 2."""
+    @functools.wraps(main)
+    def wrapped(*args: Any, **kwargs: Any) -> int:
+        try:
+            return main(*args, **kwargs) or 0
+        except UserError as err:
+            return report_user_error(err)
+    return wrapped
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are UserErrors (one line, exit 2) instead of usage + message."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+@exits_on_user_error
+def run_app(argv: list[str] | None = None) -> int:
+    """`vaplan` with the project's error contract; returns the exit status."""
+    try:
+        result = app(args=argv, prog_name="vaplan", standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as err:
+        err.show()
+        return EXIT_USER_ERROR
+    except click_errors.UsageError as err:  # typer.BadParameter, unknown or missing options
+        where = f" (see {err.ctx.command_path} --help)" if err.ctx is not None else ""
+        return report_user_error(UserError(err.format_message() + where))
+    except click_errors.ClickException as err:
+        report_user_error(UserError(err.format_message()))
+        return err.exit_code
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(run_app(argv))
 
 
 if __name__ == "__main__":

@@ -1,39 +1,273 @@
 """Typed, frozen configuration: one dataclass per concern and the one place that names presets.
 
-Every config round-trips through plain dicts (`to_dict` / `from_dict`), so a checkpoint or an
-MLflow run can store it and rebuild it, and `apply_overrides` turns "train.lr=1e-3" strings from
-a command line into typed replacements (unknown keys and badly typed values are refused).
+Every option is checked where the config is built. Each field is declared with its `Rule`
+(`option(default, rule)`; Literal, bool and str fields take theirs from the annotation) and
+`__post_init__` runs the one check, `check_fields`, so direct construction, `from_dict`
+(checkpoints, MLflow records, the pyfunc model), `replace_path` / `apply_overrides` ("--set
+train.lr=1e-3" strings) and sweep spaces all refuse the same values with the same message:
+a `vaplan.errors.ConfigError` naming the full dotted option and what is allowed, e.g.
+"train.lr must be a finite number > 0, got inf". Every config round-trips through plain dicts
+(`to_dict` / `from_dict`). Checks that involve several options (data.source=llp needs its paths)
+live in `validate_experiment`, which `apply_overrides` runs after the last override.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
+import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from functools import cache
+from typing import Any, ClassVar, Literal, Mapping
+
+from vaplan.categories import NUM_CLASSES, NUM_SEGMENTS
+from vaplan.errors import ConfigError
+from vaplan.metrics import SCORE_KEYS
+from vaplan.prompts import AUDIO_PROMPTS, VISUAL_PROMPTS
 
 LossVariant = Literal["baseline", "video", "naive", "richness"]
 DataSource = Literal["sim", "llp"]
 FeatureSet = Literal["official", "clip_clap"]
 Precision = Literal["fp32", "bf16"]
 PLDApply = Literal["auto", "always", "never"]
+LRSchedule = Literal["step", "none"]
 PatternBank = Literal["val", "val+test"]
+FeatureDtype = Literal["float16", "float32"]
 
+
+# ---------------------------------------------------------------- rules (what an option accepts)
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """HAN hyper-parameters; the defaults are the published configuration (DESIGN.md §3)."""
+class Rule:
+    """What one option accepts.
 
-    audio_dim: int = 128  # VGGish
-    visual_dim: int = 2048  # ResNet152 frames (pooled 8 -> 1 per segment)
-    visual_3d_dim: int = 512  # R(2+1)D-18; 0 disables the 3D stream
-    hidden_dim: int = 512
-    ffn_dim: int = 512
-    num_heads: int = 1
-    dropout: float = 0.1
-    num_classes: int = 25
-    num_segments: int = 10
+    kind: "int" | "float" | "bool" | "str". Numbers may have bounds `lo`/`hi` (closed unless
+    `lo_open`/`hi_open`); floats must be finite and accept ints; ints refuse floats and bools.
+    Strings may be limited to `choices` or to a full-match regex `pattern`. `text` replaces the
+    generated description of what is allowed.
+    """
+
+    kind: str
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    choices: tuple = ()
+    pattern: str = ""
+    text: str = ""
+
+    def describe(self) -> str:
+        """What is allowed, as it ends "<option> must be ..."."""
+        if self.text:
+            return self.text
+        if self.choices:
+            return f"one of {list(self.choices)}"
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "str":
+            return "a string"
+        noun = "an integer" if self.kind == "int" else "a finite number"
+        if self.lo is not None and self.hi is not None:
+            if self.kind == "int":
+                return f"an integer in {self.lo}..{self.hi}"
+            return (f"a number in {'(' if self.lo_open else '['}{self.lo:g}, "
+                    f"{self.hi:g}{')' if self.hi_open else ']'}")
+        if self.lo is not None:
+            return f"{noun} {'>' if self.lo_open else '>='} {self.lo:g}"
+        if self.hi is not None:
+            return f"{noun} {'<' if self.hi_open else '<='} {self.hi:g}"
+        return noun
+
+    def refuse(self, name: str, value: Any) -> ConfigError:
+        return ConfigError(f"{name} must be {self.describe()}, got {value!r}")
+
+    def check(self, name: str, value: Any) -> Any:
+        """The value, normalised (numpy scalars -> Python, ints -> float for floats), or raise."""
+        if type(value).__module__ == "numpy" and hasattr(value, "item"):
+            value = value.item()
+        if self.kind == "bool":
+            ok = isinstance(value, bool)
+        elif self.kind in ("int", "float"):
+            number = _as_number(value, self.kind)
+            ok = number is not None and self._in_range(number)
+            value = number if ok else value
+        else:
+            ok = (isinstance(value, str) and (not self.choices or value in self.choices)
+                  and (not self.pattern or re.fullmatch(self.pattern, value) is not None))
+        if not ok:
+            raise self.refuse(name, value)
+        return value
+
+    def parse(self, name: str, raw: str) -> Any:
+        """A command-line string as this option's type, then checked."""
+        text = raw.strip()
+        try:
+            if self.kind == "int":
+                value: Any = int(text)
+            elif self.kind == "float":
+                value = float(text)
+            elif self.kind == "bool":
+                value = {"true": True, "1": True, "yes": True,
+                         "false": False, "0": False, "no": False}[text.lower()]
+            else:
+                value = raw
+        except (ValueError, KeyError):
+            raise self.refuse(name, raw) from None
+        return self.check(name, value)
+
+    def _in_range(self, value: float) -> bool:
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return not (self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi))
+
+
+def _as_number(value: Any, kind: str) -> int | float | None:
+    """An int (kind "int": no floats, no bools) or a finite float (ints accepted), else None."""
+    if isinstance(value, bool) or not isinstance(value, int if kind == "int" else (int, float)):
+        return None
+    if kind == "int":
+        return value
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def integer(lo: int | None = None, hi: int | None = None, text: str = "") -> Rule:
+    return Rule("int", lo=lo, hi=hi, text=text)
+
+
+def number(lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+           hi_open: bool = False) -> Rule:
+    return Rule("float", lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open)
+
+
+def one_of(choices: typing.Iterable[str], text: str = "") -> Rule:
+    choices = tuple(choices)
+    return Rule("str", choices=choices, text=text and f"one of {list(choices)} ({text})")
+
+
+POSITIVE = number(0, lo_open=True)  # > 0
+NON_NEGATIVE = number(0)  # >= 0
+UNIT = number(0, 1)  # [0, 1]
+PROBABILITY = number(0, 1, lo_open=True, hi_open=True)  # (0, 1)
+FRACTION = number(0, 1, lo_open=True)  # (0, 1]
+SEED = integer(0, 2**32 - 1)  # what every RNG (numpy, torch, Python) accepts
+PLD_K = integer(1, NUM_SEGMENTS)  # K smallest losses among the T segments of a video
+DEVICE = Rule("str", pattern=r"cpu|cuda(:\d+)?|mps", text="'cpu', 'cuda', 'cuda:N' or 'mps'")
+NAME = Rule("str", pattern=r"\S(.*\S)?", text="a non-empty name")
+
+
+def option(default: Any, rule: Rule) -> Any:
+    """A dataclass field with its rule (read by `check_fields`)."""
+    return field(default=default, metadata={"rule": rule})
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _rule_of(fld: dataclasses.Field, hint: Any) -> Rule | None:
+    """A field's rule: declared with `option`, else from its annotation (None: a section)."""
+    if "rule" in fld.metadata:
+        return fld.metadata["rule"]
+    if typing.get_origin(hint) is Literal:
+        return one_of(typing.get_args(hint))
+    kinds = {bool: "bool", int: "int", float: "float", str: "str"}
+    if hint in kinds:
+        return Rule(kinds[hint])
+    return None
+
+
+def option_rule(cls: type, name: str) -> Rule:
+    """The rule of one option, e.g. option_rule(PLDConfig, "visual_k") (library guards use it)."""
+    fld = next(f for f in dataclasses.fields(cls) if f.name == name)
+    rule = _rule_of(fld, _optional(_hints(cls)[name])[0])
+    if rule is None:
+        raise ValueError(f"{option_name(cls, name)} is a section, not an option")
+    return rule
+
+
+def _optional(hint: Any) -> tuple[Any, bool]:
+    """(inner type, True) for `X | None`, else (hint, False)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(hint)) == 2:
+            return args[0], True
+    return hint, False
+
+
+def option_name(obj_or_cls: Any, name: str) -> str:
+    """The full dotted name of a field, e.g. "train.model.hidden_dim"."""
+    section = getattr(obj_or_cls, "SECTION", "")
+    return f"{section}.{name}" if section else name
+
+
+def check_fields(obj: Any) -> None:
+    """The one validation: every field of a config dataclass against its rule (in place)."""
+    hints = _hints(type(obj))
+    for fld in dataclasses.fields(obj):
+        name, value = option_name(obj, fld.name), getattr(obj, fld.name)
+        hint, optional = _optional(hints[fld.name])
+        if optional and value is None:
+            continue
+        rule = _rule_of(fld, hint)
+        if rule is None:  # a nested section (or another typed value)
+            if isinstance(hint, type) and not isinstance(value, hint):
+                raise ConfigError(f"{name} must be a {hint.__name__} section, got {value!r}")
+            continue
+        checked = rule.check(name, value)
+        if checked is not value:
+            object.__setattr__(obj, fld.name, checked)
+
+
+class Checked:
+    """Base of the config dataclasses: `__post_init__` runs `check_fields`."""
+
+    SECTION: ClassVar[str] = ""  # dotted prefix of this dataclass's options in ExperimentConfig
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+def describe_options(cls: type) -> str:
+    """One line per option with what it accepts (appended to each config docstring)."""
+    hints = _hints(cls)
+    lines = []
+    for fld in dataclasses.fields(cls):
+        rule = _rule_of(fld, _optional(hints[fld.name])[0])
+        what = rule.describe() if rule else f"the {option_name(cls, fld.name)}.* options"
+        lines.append(f"      {fld.name}: {what}")
+    return "Allowed values:\n" + "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the configuration
+
+@dataclass(frozen=True)
+class ModelConfig(Checked):
+    """HAN hyper-parameters; the defaults are the published configuration (docs/fidelity.md).
+
+    num_heads must divide hidden_dim (checked by `validate_experiment`).
+    """
+
+    SECTION: ClassVar[str] = "train.model"
+
+    audio_dim: int = option(128, integer(1))  # VGGish
+    visual_dim: int = option(2048, integer(1))  # ResNet152 frames (pooled 8 -> 1 per segment)
+    visual_3d_dim: int = option(512, integer(0))  # R(2+1)D-18; 0 disables the 3D stream
+    hidden_dim: int = option(512, integer(1))
+    ffn_dim: int = option(512, integer(1))
+    num_heads: int = option(1, integer(1))
+    dropout: float = option(0.1, number(0, 1, hi_open=True))
+    num_classes: int = option(NUM_CLASSES, integer(NUM_CLASSES, NUM_CLASSES,
+                                                    text=f"{NUM_CLASSES} (the LLP classes)"))
+    num_segments: int = option(NUM_SEGMENTS, integer(NUM_SEGMENTS, NUM_SEGMENTS,
+                                                      text=f"{NUM_SEGMENTS} (1-s segments)"))
 
 
 MODEL_PRESETS: dict[str, ModelConfig] = {
@@ -44,7 +278,7 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
 
 
 @dataclass(frozen=True)
-class LossConfig:
+class LossConfig(Checked):
     """Which training objective to use.
 
     variant:
@@ -54,44 +288,60 @@ class LossConfig:
       richness  L_V + lambda * L_S (category and segment richness, Eq. 6-8).
     """
 
+    SECTION: ClassVar[str] = "train.loss"
+
     variant: LossVariant = "richness"
-    richness_weight: float = 0.5  # lambda
+    richness_weight: float = option(0.5, NON_NEGATIVE)  # lambda
     use_category_richness: bool = True  # the cr term (per segment, over classes)
     use_segment_richness: bool = True  # the sr term (per class, over segments)
-    smooth_audio: float = 1.0  # s for the baseline's audio target
-    smooth_visual: float = 0.9  # s for the baseline's visual target
+    smooth_audio: float = option(1.0, UNIT)  # s for the baseline's audio target
+    smooth_visual: float = option(0.9, UNIT)  # s for the baseline's visual target
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings for one HAN training run."""
+class TrainConfig(Checked):
+    """Optimisation settings for one HAN training run.
 
-    lr: float = 3e-4
-    batch_size: int = 32
-    epochs: int = 30
-    seed: int = 0
-    device: str = "cpu"
-    num_threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    lr_schedule: how the learning rate changes over the epochs (docs/fidelity.md).
+      step  the official AVVP-ECCV20 schedule: StepLR, stepped once per epoch, multiplies the lr
+            by lr_gamma after every lr_step_size epochs (3e-4, 3e-5 after epoch 10, 3e-6 after 20)
+      none  a constant lr
+    """
+
+    SECTION: ClassVar[str] = "train"
+
+    lr: float = option(3e-4, POSITIVE)
+    lr_schedule: LRSchedule = "step"
+    lr_step_size: int = option(10, integer(1))  # epochs between two lr decays (step)
+    lr_gamma: float = option(0.1, FRACTION)  # lr factor at each decay (step), in (0, 1]
+    batch_size: int = option(32, integer(1))
+    epochs: int = option(30, integer(1))
+    seed: int = option(0, SEED)
+    device: str = option("cpu", DEVICE)
+    num_threads: int = option(0, integer(0))  # torch intra-op threads; 0 keeps torch's default
     # "bf16": the training step's matmuls under bf16 autocast (weights, loss and evaluation stay
     # fp32). ~1.5x faster on CPUs with AVX512-BF16 and on GPUs; "fp32" reproduces the paper.
     precision: Precision = "fp32"
-    select_metric: str = "seg_type"  # validation score that picks the best epoch
+    # validation score that picks the best epoch
+    select_metric: str = option("seg_type", one_of(SCORE_KEYS, "vaplan.metrics.SCORE_KEYS"))
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
 
 
 @dataclass(frozen=True)
-class PLGConfig:
+class PLGConfig(Checked):
     """Pseudo-label generation (Eq. 3-4): thresholds and prompt sets per modality."""
 
-    visual_threshold: float = 0.041
-    audio_threshold: float = 0.038
-    visual_prompt: str = "VP1"
-    audio_prompt: str = "AP2"
+    SECTION: ClassVar[str] = "plg"
+
+    visual_threshold: float = option(0.041, PROBABILITY)
+    audio_threshold: float = option(0.038, PROBABILITY)
+    visual_prompt: str = option("VP1", one_of(VISUAL_PROMPTS, "the visual prompt sets"))
+    audio_prompt: str = option("AP2", one_of(AUDIO_PROMPTS, "the audio prompt sets"))
 
 
 @dataclass(frozen=True)
-class PLDConfig:
+class PLDConfig(Checked):
     """Pseudo-label denoising (Eq. 10-11) per modality; audio is off by default (paper §5).
 
     apply: what the retrain step trains on, per enabled modality.
@@ -101,33 +351,47 @@ class PLDConfig:
       never   the PLG labels (PLD still runs and is reported)
     """
 
+    SECTION: ClassVar[str] = "pld"
+
     apply: PLDApply = "auto"
-    confidence: float = 0.95
+    confidence: float = option(0.95, PROBABILITY)
     visual: bool = True
-    visual_k: int = 5
-    visual_alpha: float = 30.0
+    visual_k: int = option(5, PLD_K)
+    visual_alpha: float = option(30.0, POSITIVE)
     audio: bool = False
-    audio_k: int = 6
-    audio_alpha: float = 400.0
+    audio_k: int = option(6, PLD_K)
+    audio_alpha: float = option(400.0, POSITIVE)
 
 
 @dataclass(frozen=True)
-class SimConfig:
-    """Size and seed of an LLP-sim dataset (the generative model lives in vaplan.sim)."""
+class SimConfig(Checked):
+    """Size and seed of an LLP-sim dataset (the generative model lives in vaplan.sim).
 
-    num_train: int = 10000  # train videos (val/test always use the real LLP annotations)
-    seed: int = 0
-    feature_dtype: str = "float16"
-    val_fraction: float = 1.0  # share of the real val videos to keep (tiny test datasets)
-    test_fraction: float = 1.0  # share of the real test videos to keep
+    num_train is also capped by the real LLP train split (checked when the dataset is built).
+    """
+
+    SECTION: ClassVar[str] = "data.sim"
+
+    # train videos (val/test always use the real LLP annotations)
+    num_train: int = option(10000, integer(1))
+    seed: int = option(0, SEED)
+    feature_dtype: FeatureDtype = "float16"
+    val_fraction: float = option(1.0, FRACTION)  # share of the real val videos to keep
+    test_fraction: float = option(1.0, FRACTION)  # share of the real test videos to keep
     # Real annotations the simulated training truth is drawn from. "val" keeps the test split
     # out of everything the model sees in training; "val+test" only reproduces the old leak.
     pattern_bank: PatternBank = "val"
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    """Where features and teacher scores come from."""
+class DataConfig(Checked):
+    """Where features and teacher scores come from.
+
+    source=llp needs teacher_cache, and feature_dir unless feature_set=clip_clap (checked by
+    `validate_experiment`).
+    """
+
+    SECTION: ClassVar[str] = "data"
 
     source: DataSource = "sim"
     sim: SimConfig = field(default_factory=SimConfig)
@@ -138,21 +402,23 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class RegistryConfig:
+class RegistryConfig(Checked):
     """The promotion gate: a paired bootstrap over val videos (champion vs candidate).
 
     A candidate becomes champion only when the lower bound of the improvement of the promotion
     metric at `confidence` exceeds `min_improvement` (points); non-finite scores never promote.
     """
 
-    confidence: float = 0.95
-    min_improvement: float = 0.0
-    bootstrap_samples: int = 2000
-    seed: int = 0
+    SECTION: ClassVar[str] = "registry"
+
+    confidence: float = option(0.95, PROBABILITY)
+    min_improvement: float = option(0.0, NON_NEGATIVE)
+    bootstrap_samples: int = option(2000, integer(100))
+    seed: int = option(0, SEED)
 
 
 @dataclass(frozen=True)
-class ExperimentConfig:
+class ExperimentConfig(Checked):
     """Everything one VAPLAN run needs: data, PLG, PLD and training."""
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -160,6 +426,35 @@ class ExperimentConfig:
     pld: PLDConfig = field(default_factory=PLDConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+
+
+SECTIONS = (ModelConfig, LossConfig, TrainConfig, PLGConfig, PLDConfig, SimConfig, DataConfig,
+            RegistryConfig, ExperimentConfig)
+for _cls in SECTIONS:
+    _cls.__doc__ = f"{(_cls.__doc__ or '').rstrip()}\n\n    {describe_options(_cls)}\n"
+
+
+def validate_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Checks across options (they cannot hold while overrides are applied one at a time)."""
+    data, model = cfg.data, cfg.train.model
+    if data.source == "llp":
+        needed = ["data.teacher_cache"] + (["data.feature_dir"]
+                                           if data.feature_set == "official" else [])
+        for name in needed:
+            if not getattr(data, name.split(".")[1]):
+                raise ConfigError(f"data.source=llp needs {name}; set it with --set {name}=PATH")
+        star = MODEL_PRESETS["clip_clap"]
+        dims = ("audio_dim", "visual_dim", "visual_3d_dim")
+        if data.feature_set == "clip_clap" and any(getattr(model, d) != getattr(star, d)
+                                                   for d in dims):
+            wanted = ", ".join(f"train.model.{d}={getattr(star, d)}" for d in dims)
+            got = ", ".join(str(getattr(model, d)) for d in dims)
+            raise ConfigError(f"data.feature_set=clip_clap feeds CLAP/CLIP embeddings: set "
+                              f"{wanted} (got {got})")
+    if model.hidden_dim % model.num_heads:
+        raise ConfigError(f"train.model.num_heads must divide train.model.hidden_dim "
+                          f"({model.hidden_dim}), got {model.num_heads}")
+    return cfg
 
 
 def _sim_preset(num_train: int, epochs: int, val_fraction: float = 1.0,
@@ -183,7 +478,7 @@ PRESETS: dict[str, ExperimentConfig] = {
 def get_preset(name: str) -> ExperimentConfig:
     """Return a named preset or raise naming the known ones."""
     if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
     return PRESETS[name]
 
 
@@ -196,17 +491,21 @@ def to_json(cfg: Any) -> str:
     return json.dumps(to_dict(cfg), indent=2, sort_keys=True)
 
 
-def from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Rebuild a (nested) config dataclass from `to_dict` output; unknown keys are refused."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
+def from_dict(cls: type, data: Mapping[str, Any]) -> Any:
+    """Rebuild a (nested) config dataclass from `to_dict` output (checked; unknown keys refused)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{getattr(cls, 'SECTION', '') or cls.__name__} must be a mapping of "
+                          f"options, got {data!r}")
+    hints = _hints(cls)
+    names = sorted(f.name for f in dataclasses.fields(cls))
+    unknown = sorted(set(data) - set(names))
     if unknown:
-        raise ValueError(f"{cls.__name__}: unknown config keys {sorted(unknown)}")
+        raise ConfigError(f"unknown config option {option_name(cls, str(unknown[0]))!r}; "
+                          f"expected one of {[option_name(cls, name) for name in names]}")
     kwargs = {}
     for key, value in data.items():
         hint = hints[key]
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
             value = from_dict(hint, value)
         kwargs[key] = value
     return cls(**kwargs)
@@ -228,49 +527,47 @@ def _flatten_into(flat: dict[str, Any], key: str, value: Any) -> None:
         flat[key] = value
 
 
-def replace_path(cfg: Any, dotted: str, value: Any) -> Any:
-    """Return a copy of `cfg` with the field at "a.b.c" set to `value` (type-checked)."""
-    head, _, rest = dotted.partition(".")
-    names = {f.name: f for f in dataclasses.fields(cfg)}
-    if head not in names:
-        raise KeyError(f"unknown config option {dotted!r} in {type(cfg).__name__}; "
-                       f"expected one of {sorted(names)}")
-    current = getattr(cfg, head)
-    if rest:
-        if not dataclasses.is_dataclass(current):
-            raise KeyError(f"config option {head!r} has no sub-option {rest!r}")
-        return dataclasses.replace(cfg, **{head: replace_path(current, rest, value)})
-    hint = typing.get_type_hints(type(cfg))[head]
-    return dataclasses.replace(cfg, **{head: _coerce(dotted, hint, value)})
-
-
-def apply_overrides(cfg: Any, overrides: list[str] | tuple[str, ...]) -> Any:
-    """Apply "key=value" strings, e.g. ["train.lr=1e-3", "plg.visual_prompt=VP2"]."""
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} must look like section.option=value")
-        key, raw = item.split("=", 1)
-        cfg = replace_path(cfg, key.strip(), raw.strip())
+def get_path(cfg: Any, dotted: str) -> Any:
+    """The value of the option "a.b.c" of `cfg`."""
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
     return cfg
 
 
-def _coerce(name: str, hint: Any, value: Any) -> Any:
-    """Turn a CLI string into the annotated type; refuse values that do not fit."""
-    if typing.get_origin(hint) is Literal:
-        choices = typing.get_args(hint)
-        if value not in choices:
-            raise ValueError(f"option {name}: {value!r} is not one of {list(choices)}")
-        return value
-    if not isinstance(value, str):
-        return value
-    try:
-        if hint is bool:
-            lowered = value.lower()
-            if lowered not in {"true", "false", "1", "0", "yes", "no"}:
-                raise ValueError(value)
-            return lowered in {"true", "1", "yes"}
-        if hint in (int, float, str):
-            return hint(value)
-    except ValueError:
-        raise ValueError(f"option {name}: expected {hint.__name__}, got {value!r}") from None
-    raise ValueError(f"option {name}: cannot set a value of type {hint} from the command line")
+def replace_path(cfg: Any, dotted: str, value: Any) -> Any:
+    """A copy of `cfg` with the option "a.b.c" set to `value` (strings are parsed; checked)."""
+    head, _, rest = dotted.partition(".")
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    if head not in fields:
+        raise ConfigError(f"unknown config option {option_name(cfg, dotted)!r}; expected one of "
+                          f"{sorted(option_name(cfg, name) for name in fields)}")
+    current = getattr(cfg, head)
+    if rest:
+        if not dataclasses.is_dataclass(current):
+            raise ConfigError(f"unknown config option {option_name(cfg, dotted)!r}: "
+                              f"{option_name(cfg, head)} has no sub-options")
+        return dataclasses.replace(cfg, **{head: replace_path(current, rest, value)})
+    hint, optional = _optional(_hints(type(cfg))[head])
+    rule = _rule_of(fields[head], hint)
+    if rule is None:
+        raise ConfigError(f"{option_name(cfg, head)} is a section; set one of its options, e.g. "
+                          f"{option_name(current, dataclasses.fields(current)[0].name)}=...")
+    if isinstance(value, str) and not (optional and value.lower() in ("none", "null")):
+        value = rule.parse(option_name(cfg, head), value)
+    elif isinstance(value, str):
+        value = None
+    return dataclasses.replace(cfg, **{head: value})
+
+
+def apply_overrides(cfg: Any, overrides: list[str] | tuple[str, ...]) -> Any:
+    """Apply "key=value" strings, e.g. ["train.lr=1e-3", "plg.visual_prompt=VP2"]; then
+    `validate_experiment` (for an ExperimentConfig)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.option=value, "
+                              f"e.g. train.epochs=3")
+        key, raw = item.split("=", 1)
+        cfg = replace_path(cfg, key.strip(), raw.strip())
+    if isinstance(cfg, ExperimentConfig):
+        validate_experiment(cfg)
+    return cfg

@@ -9,7 +9,12 @@ y_j = 1 can flip.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+
+from vaplan.categories import NUM_SEGMENTS
+from vaplan.config import PLDConfig, option_rule
 
 EPS = 1e-7
 
@@ -21,12 +26,13 @@ def forward_loss_map(prob_seg: np.ndarray, labels_seg: np.ndarray) -> np.ndarray
     return -(y * np.log(p) + (1 - y) * np.log(1 - p))
 
 
-def check_pld_options(k: int, alpha: float, num_segments: int = 10, prefix: str = "") -> None:
-    """Refuse K outside 1..T and non-positive alpha, naming the option."""
-    if not (isinstance(k, (int, np.integer)) and 1 <= k <= num_segments):
-        raise ValueError(f"{prefix}k must be an integer in 1..{num_segments}, got {k!r}")
-    if not float(alpha) > 0:
-        raise ValueError(f"{prefix}alpha must be > 0, got {alpha!r}")
+def check_pld_options(k: int, alpha: float, num_segments: int = NUM_SEGMENTS,
+                      prefix: str = "") -> None:
+    """Guard for direct calls: K and alpha follow the rules of pld.*_k / pld.*_alpha
+    (vaplan.config), K also at most the T segments of the labels."""
+    rule_k = option_rule(PLDConfig, "visual_k")
+    dataclasses.replace(rule_k, hi=min(rule_k.hi, num_segments)).check(f"{prefix}k", k)
+    option_rule(PLDConfig, "visual_alpha").check(f"{prefix}alpha", alpha)
 
 
 def noisy_segments(prob_seg: np.ndarray, labels_seg: np.ndarray, labels_video: np.ndarray,

@@ -1,4 +1,6 @@
-"""Training objectives (DESIGN.md §3): baseline (Eq. 2), L_V (Eq. 5), richness L_S (Eq. 6-8), L'_S.
+"""Training objectives: baseline (Eq. 2), L_V (Eq. 5), richness L_S (Eq. 6-8), L'_S.
+
+The equations and every interpretation of them are mapped in docs/fidelity.md.
 
 Shapes: B videos, T=10 segments, C=25 classes, modality index 0 audio, 1 visual.
 

@@ -7,6 +7,10 @@ intersection >= 0.5 * union); F_c = 2TP / (2TP + FP + FN) for classes with any p
 ground truth; a video's score is the mean F_c, or 1.0 when no class is active; Event@AV pools the
 audio and visual counts per class; Type@AV is the mean of the A, V and AV scores. Results are
 means over videos in percent. All inputs are (N, T, C) {0,1} arrays.
+
+`avvp_video_scores` / `modality_video_scores` return the per-video scores, (N,) arrays in percent
+(what the paired bootstrap of `vaplan.stats` resamples); `avvp_scores` / `modality_scores` are
+their means over videos.
 """
 
 from __future__ import annotations
@@ -131,9 +135,9 @@ def video_f(counts: np.ndarray) -> np.ndarray:
     return np.where(n_active > 0, total / np.maximum(n_active, 1), 1.0)
 
 
-def avvp_scores(pred_audio: np.ndarray, pred_visual: np.ndarray,
-                gt_audio: np.ndarray, gt_visual: np.ndarray) -> dict[str, float]:
-    """The ten AVVP numbers (percent) for (N, T, C) {0,1} predictions and ground truth."""
+def avvp_video_scores(pred_audio: np.ndarray, pred_visual: np.ndarray,
+                      gt_audio: np.ndarray, gt_visual: np.ndarray) -> dict[str, np.ndarray]:
+    """The ten AVVP scores of every video (percent): {key: (N,) float64} for SCORE_KEYS."""
     pa, pv = _as_bool("pred_audio", pred_audio), _as_bool("pred_visual", pred_visual)
     ga, gv = _as_bool("gt_audio", gt_audio), _as_bool("gt_visual", gt_visual)
     if not (pa.shape == pv.shape == ga.shape == gv.shape):
@@ -143,23 +147,37 @@ def avvp_scores(pred_audio: np.ndarray, pred_visual: np.ndarray,
     ca, cv, cga, cgv = (segment_codes(x) for x in (pa, pv, ga, gv))  # (N, C) packed segments
     counters = {"seg": _segment_counts_from_codes,
                 "evt": lambda p, g: _event_counts_from_codes(p, g, length)}
-    scores: dict[str, float] = {}
+    scores: dict[str, np.ndarray] = {}
     for level, count in counters.items():
         a, v, av = count(ca, cga), count(cv, cgv), count(ca & cv, cga & cgv)
-        scores[f"{level}_a"] = 100 * float(video_f(a).mean())
-        scores[f"{level}_v"] = 100 * float(video_f(v).mean())
-        scores[f"{level}_av"] = 100 * float(video_f(av).mean())
+        scores[f"{level}_a"] = 100 * video_f(a)  # (N,)
+        scores[f"{level}_v"] = 100 * video_f(v)
+        scores[f"{level}_av"] = 100 * video_f(av)
         scores[f"{level}_type"] = (scores[f"{level}_a"] + scores[f"{level}_v"]
                                    + scores[f"{level}_av"]) / 3
-        scores[f"{level}_event"] = 100 * float(video_f(a + v).mean())
+        scores[f"{level}_event"] = 100 * video_f(a + v)
     return {key: scores[key] for key in SCORE_KEYS}
+
+
+def avvp_scores(pred_audio: np.ndarray, pred_visual: np.ndarray,
+                gt_audio: np.ndarray, gt_visual: np.ndarray) -> dict[str, float]:
+    """The ten AVVP numbers (percent): the means over videos of `avvp_video_scores`."""
+    per_video = avvp_video_scores(pred_audio, pred_visual, gt_audio, gt_visual)
+    return {key: float(values.mean()) for key, values in per_video.items()}
+
+
+def modality_video_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:
+    """Segment- and event-level F (percent) of one modality per video: {"seg", "event"} (N,)."""
+    pred, gt = _as_bool("pred", pred), _as_bool("gt", gt)
+    if pred.shape != gt.shape:
+        raise ValueError(f"shape mismatch: pred {pred.shape}, gt {gt.shape}")
+    return {"seg": 100 * video_f(segment_counts(pred, gt)),
+            "event": 100 * video_f(event_counts(pred, gt))}
 
 
 def modality_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     """Segment- and event-level F (percent) of one modality, e.g. of pseudo labels."""
-    pred, gt = _as_bool("pred", pred), _as_bool("gt", gt)
-    return {"seg": 100 * float(video_f(segment_counts(pred, gt)).mean()),
-            "event": 100 * float(video_f(event_counts(pred, gt)).mean())}
+    return {key: float(values.mean()) for key, values in modality_video_scores(pred, gt).items()}
 
 
 def per_class_f(pred: np.ndarray, gt: np.ndarray, level: str = "event") -> np.ndarray:

@@ -62,7 +62,7 @@ class HybridAttentionLayer(nn.Module):
 
 
 class HAN(nn.Module):
-    """Hybrid attention network; `HAN()` is the published configuration (DESIGN.md §3)."""
+    """Hybrid attention network; `HAN()` is the published configuration (docs/fidelity.md)."""
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from vaplan.config import PLGConfig
+from vaplan.config import PLGConfig, option_rule
 from vaplan.data.types import PseudoLabels, TeacherScores
-from vaplan.metrics import modality_scores, video_precision
-from vaplan.prompts import prompt_modality
+from vaplan.metrics import modality_scores, modality_video_scores, video_precision
 
 
 def check_threshold(name: str, value: float) -> None:
-    """Thresholds are probabilities: refuse anything outside (0, 1), naming the option."""
-    if not 0.0 < float(value) < 1.0:
-        raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
+    """Guard for direct calls: a threshold follows the rule of plg.*_threshold (vaplan.config)."""
+    option_rule(PLGConfig, "visual_threshold").check(name, value)
 
 
 def threshold_segments(probs: np.ndarray, video_labels: np.ndarray,
@@ -36,12 +34,7 @@ def threshold_segments(probs: np.ndarray, video_labels: np.ndarray,
 def generate_pseudo_labels(teachers: TeacherScores, video_labels: np.ndarray,
                            plg: PLGConfig) -> PseudoLabels:
     """PLG for both modalities with the prompt sets and thresholds of `plg`."""
-    for option, pid, modality in (("plg.visual_prompt", plg.visual_prompt, "visual"),
-                                  ("plg.audio_prompt", plg.audio_prompt, "audio")):
-        if prompt_modality(pid) != modality:
-            raise ValueError(f"{option}={pid!r} is not a {modality} prompt set")
-    check_threshold("plg.visual_threshold", plg.visual_threshold)
-    check_threshold("plg.audio_threshold", plg.audio_threshold)
+    # PLGConfig checked its prompt ids (of the right modality) and thresholds when it was built.
     visual = threshold_segments(teachers.get(plg.visual_prompt), video_labels, plg.visual_threshold)
     audio = threshold_segments(teachers.get(plg.audio_prompt), video_labels, plg.audio_threshold)
     return PseudoLabels(seg_audio=audio, seg_visual=visual)
@@ -57,6 +50,16 @@ def label_quality(seg_labels: np.ndarray, gt_seg: np.ndarray) -> dict[str, float
     return {"video_precision": video_precision(seg_labels.max(axis=1), gt_seg.max(axis=1)),
             "seg": scores["seg"], "event": scores["event"],
             "average": (scores["seg"] + scores["event"]) / 2}
+
+
+def video_label_quality(seg_labels: np.ndarray, gt_seg: np.ndarray) -> np.ndarray:
+    """Per-video "average" quality (percent): (seg F + event F) / 2 of each video, (N,).
+
+    Its mean over videos is `label_quality(...)["average"]`; `vaplan.stats.paired_bootstrap`
+    resamples it to compare two label sets of the same videos (`vaplan.method.choose_labels`).
+    """
+    scores = modality_video_scores(seg_labels, gt_seg)
+    return (scores["seg"] + scores["event"]) / 2
 
 
 def pseudo_label_report(pseudo: PseudoLabels, gt_audio: np.ndarray,

@@ -18,6 +18,7 @@ from vaplan.data.types import Dataset, PseudoLabels, SplitData
 from vaplan.pseudo_labels import pseudo_label_report
 
 PLG_FILE, PLD_FILE, CHECKPOINT = "labels/plg.parquet", "labels/pld.parquet", "checkpoint/han.pt"
+DENOISED_FILE = "labels/denoised.parquet"  # raw PLD output; PLD_FILE = the labels retrain uses
 LABEL_SPLITS = ("train", "val")  # pseudo labels are made for train (targets) and val (quality)
 
 

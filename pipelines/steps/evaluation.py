@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 
-from pipelines import plots, registry, tracking
+from pipelines import commands, plots, registry, tracking
 from pipelines.artifacts import read_json, read_labels, write_json
 from pipelines.reuse import StepContext, StepLog, StepResult, run_step
-from pipelines.steps.common import CHECKPOINT, PLD_FILE, PLG_FILE
+from pipelines.steps.common import CHECKPOINT, DENOISED_FILE, PLD_FILE, PLG_FILE
+from pipelines.steps.labels import CHOICE_FILE
 from vaplan.categories import CLASSES
-from vaplan.config import ExperimentConfig, to_dict
-from vaplan.data.types import Dataset, PseudoLabels, SplitData
-from vaplan.metrics import filter_by_video, per_class_f
-from vaplan.train import Predictions, evaluate_model, load_checkpoint, predict
+from vaplan.config import ExperimentConfig, ModelConfig, to_dict
+from vaplan.data.types import Dataset, Features, PseudoLabels, SplitData
+from vaplan.errors import UserError
+from vaplan.metrics import SCORE_KEYS, avvp_video_scores, filter_by_video, per_class_f
+from vaplan.train import Predictions, check_trained, evaluate_model, load_checkpoint, predict
+
+REGISTER_FORMAT = 2  # 2: paired-bootstrap gate (registration.json records the interval)
 
 EVAL_SPLITS = ("val", "test")
 
@@ -61,7 +66,7 @@ def evaluate(ctx: StepContext, dataset: Dataset, model: StepResult, plg: StepRes
             log.scores(values, prefix=f"{name}/")
         write_json(out / "scores.json", scores)
         val, plg_val, pld_val = dataset.val, _val_labels(plg, PLG_FILE, dataset.val), \
-            _val_labels(pld, PLD_FILE, dataset.val)
+            _val_labels(pld, DENOISED_FILE, dataset.val)  # raw PLD output: what PLD did
         table = per_class_table(val, plg_val, pld_val, preds["val"])
         (out / "tables").mkdir(parents=True, exist_ok=True)
         table.to_csv(out / "tables/per_class_val.csv", index=False)
@@ -69,7 +74,7 @@ def evaluate(ctx: StepContext, dataset: Dataset, model: StepResult, plg: StepRes
         _timelines(out, val, plg_val, pld_val, preds["val"], timeline_videos)
 
     inputs = {"dataset": dataset.digest, "checkpoint": model.digest(CHECKPOINT),
-              "plg": plg.digest(PLG_FILE), "pld": pld.digest(PLD_FILE)}
+              "plg": plg.digest(PLG_FILE), "pld": pld.digest(DENOISED_FILE)}
     return run_step(ctx, "evaluate", {"timeline_videos": timeline_videos}, inputs, compute)
 
 
@@ -96,15 +101,74 @@ def flat_scores(scores: dict[str, dict[str, float]]) -> dict[str, float]:
             for key, value in values.items()}
 
 
+def gate_score_key(promote_metric: str) -> str:
+    """`val/<score>` -> `<score>`: the gate compares per-video val scores (SCORE_KEYS)."""
+    split, _, key = promote_metric.partition("/")
+    if split != "val" or key not in SCORE_KEYS:
+        raise ValueError(f"promote_metric {promote_metric!r} must be val/<score> with <score> "
+                         f"one of {', '.join(SCORE_KEYS)} (the gate resamples val videos)")
+    return key
+
+
+def video_scores(model, split: SplitData, key: str) -> np.ndarray:
+    """Per-video `key` score (percent) of `model` on `split`, official protocol: (N,)."""
+    pred_audio, pred_visual = _events(predict(model, split.features))
+    return avvp_video_scores(pred_audio, pred_visual, split.gt_audio, split.gt_visual)[key]
+
+
+def feature_mismatch(model: ModelConfig, features: Features) -> str | None:
+    """Why a HAN(model) cannot take `features` (None when it can)."""
+    got = {"audio_dim": features.audio.shape[-1], "visual_dim": features.visual.shape[-1],
+           "visual_3d_dim": 0 if features.visual_3d is None else features.visual_3d.shape[-1]}
+    wanted = {"audio_dim": model.audio_dim, "visual_dim": model.visual_dim,
+              "visual_3d_dim": model.visual_3d_dim}
+    if model.visual_3d_dim == 0:  # a 2D-only HAN ignores 3D features
+        del got["visual_3d_dim"], wanted["visual_3d_dim"]
+    diff = [f"{key} {wanted[key]} (features have {got[key]})" for key in wanted
+            if wanted[key] != got[key]]
+    if model.num_classes != len(CLASSES):
+        diff.append(f"num_classes {model.num_classes} (expected {len(CLASSES)})")
+    return "; ".join(diff) or None
+
+
+def champion_scorer(model_name: str, split: SplitData, key: str) -> registry.ChampionScores:
+    """champion version -> its per-video `key` scores on `split` (the candidate's val videos).
+
+    Pulls the version's checkpoint from the registry (digests verified); a checkpoint that
+    cannot be loaded or fed these features raises registry.IncomparableChampion.
+    """
+    def score(version: str) -> np.ndarray:
+        with tempfile.TemporaryDirectory(prefix="vaplan-champion-") as tmp:
+            try:
+                folder = commands.pull(model_name, tmp, version=version,
+                                       tracking_uri=mlflow.get_tracking_uri())
+                han, cfg, _ = load_checkpoint(folder / "checkpoint.pt")
+            except (UserError, LookupError, OSError, ValueError) as err:
+                raise registry.IncomparableChampion(
+                    f"its checkpoint could not be loaded ({err})") from err
+        mismatch = feature_mismatch(cfg.model, split.features)
+        if mismatch:
+            raise registry.IncomparableChampion(
+                f"its checkpoint cannot take these features: it expects {mismatch}")
+        return video_scores(han, split, key)
+    return score
+
+
 def register(ctx: StepContext, dataset: Dataset, experiment: ExperimentConfig, model_name: str,
              promote_metric: str, model: StepResult, pld: StepResult,
              evaluation: StepResult) -> StepResult:
-    """Register the retrained HAN + PLD labels + config as a new `model_name` version; gate."""
+    """Register the retrained HAN + the labels it trained on + config as a new `model_name`
+    version; gate it against the champion (paired bootstrap over val videos)."""
+    key = gate_score_key(promote_metric)
+
     def compute(out: Path, log: StepLog) -> None:
         scores = flat_scores(read_json(evaluation.path("scores.json")))
         if promote_metric not in scores:
             raise ValueError(f"promote_metric {promote_metric!r} is not a logged score; "
                              f"expected one of {sorted(scores)}")
+        han, _, extra = load_checkpoint(model.path(CHECKPOINT))
+        check_trained(han, extra, f"the retrained checkpoint {model.path(CHECKPOINT)}")
+        candidate = video_scores(han, dataset.val, key)  # (N,), mean = scores[promote_metric]
         config_json = write_json(out / "config.json", {
             "experiment": to_dict(experiment), "model_name": model_name,
             "dataset": {"digest": dataset.digest, "description": dataset.description}})
@@ -114,19 +178,33 @@ def register(ctx: StepContext, dataset: Dataset, experiment: ExperimentConfig, m
                                        "parent_run_id": ctx.parent_run_id})
         version = str(info.registered_model_version)
         _tag_version(model_name, version, scores, dataset, ctx.parent_run_id)
-        decision = registry.apply_promotion_gate(model_name, version, scores[promote_metric],
-                                                 promote_metric)
+        labels = read_json(pld.path(CHOICE_FILE))
+        decision = registry.apply_promotion_gate(
+            model_name, version, candidate, promote_metric, experiment.registry,
+            champion_scorer(model_name, dataset.val, key), notes=_labels_note(labels))
         write_json(out / "registration.json", {
             "model_name": model_name, "version": version,
             "model_uri": f"models:/{model_name}/{version}", "logged_model_uri": info.model_uri,
-            "decision": decision.to_dict()})
-        log.scores({"registry/version": int(version), "registry/promoted": int(decision.promoted)})
+            "decision": decision.to_dict(), "labels": labels})
+        log.scores({"registry/version": int(version), "registry/promoted": int(decision.promoted),
+                    "registry/improvement": decision.improvement,
+                    "registry/improvement_low": decision.low,
+                    "registry/improvement_high": decision.high})
 
     inputs = {"dataset": dataset.digest, "checkpoint": model.digest(CHECKPOINT),
-              "labels": pld.digest(PLD_FILE), "scores": evaluation.digest("scores.json")}
+              "labels": pld.digest(PLD_FILE), "label_choice": pld.digest(CHOICE_FILE),
+              "scores": evaluation.digest("scores.json")}
     config = {"model_name": model_name, "promote_metric": promote_metric,
-              "experiment": experiment}
+              "experiment": experiment, "format": REGISTER_FORMAT}
     return run_step(ctx, "register", config, inputs, compute, check_reuse=_still_registered)
+
+
+def _labels_note(choice: dict) -> str:
+    """Markdown lines for the version description: which labels it was trained on and why."""
+    lines = [f"Labels it was trained on (`pld.apply={choice['apply']}`):", ""]
+    lines += [f"* {modality}: **{made['source'].upper()}**: {made['reason']}"
+              for modality, made in choice["modalities"].items()]
+    return "\n".join(lines)
 
 
 def _tag_version(name: str, version: str, scores: dict[str, float], dataset: Dataset,

@@ -1,23 +1,34 @@
-"""Label steps: PLG (`generate_labels`) and PLD (`denoise`), their quality metrics and plots."""
+"""Label steps: PLG (`generate_labels`) and PLD (`denoise`), their quality metrics and plots.
+
+`denoise` also decides, per modality, which labels the retrain step trains on (`pld.apply`,
+`vaplan.method.choose_labels`): `labels/pld.parquet` holds exactly those labels (its `stage`
+column says `pld` or `plg` per modality), `labels/denoised.parquet` the raw PLD output and
+`labels/choice.json` the decision with its evidence.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
-from pipelines import plots
-from pipelines.artifacts import LabelSplits, read_labels
+from pipelines import plots, tracking
+from pipelines.artifacts import (LabelSplits, labels_table, read_json, read_labels, write_json,
+                                 write_labels)
 from pipelines.reuse import StepContext, StepLog, StepResult, run_step
-from pipelines.steps.common import (CHECKPOINT, PLD_FILE, PLG_FILE, label_splits, log_quality,
-                                    write_label_table)
+from pipelines.steps.common import (CHECKPOINT, DENOISED_FILE, PLD_FILE, PLG_FILE, label_splits,
+                                    log_quality, write_label_table)
 from vaplan.config import PLDConfig, PLGConfig
 from vaplan.data.types import Dataset, PseudoLabels, SplitData
 from vaplan.denoise import forward_loss_map
-from vaplan.method import denoise_pseudo_labels
+from vaplan.method import LabelChoice, apply_label_choice, choose_labels, denoise_pseudo_labels
 from vaplan.metrics import per_class_f
 from vaplan.pseudo_labels import generate_pseudo_labels
 from vaplan.train import load_checkpoint, predict
+
+CHOICE_FILE = "labels/choice.json"
+DENOISE_FORMAT = 2  # 2: pld.parquet = the chosen labels, raw PLD in denoised.parquet
 
 
 def generate_labels(ctx: StepContext, dataset: Dataset, plg: PLGConfig) -> StepResult:
@@ -46,7 +57,8 @@ def _denoise_split(model, split: SplitData, labels: PseudoLabels, pld: PLDConfig
 
 def denoise(ctx: StepContext, dataset: Dataset, pld: PLDConfig, plg: PLGConfig,
             labels: StepResult, model: StepResult) -> StepResult:
-    """PLD (Eq. 10-11) with the trained model's predictions; quality after PLD; Figs. 3b, 7."""
+    """PLD (Eq. 10-11) with the trained model's predictions; quality after PLD; Figs. 3b, 7;
+    the labels to retrain on, chosen per modality on val evidence (`pld.apply`)."""
     def compute(out: Path, log: StepLog) -> None:
         han, _, _ = load_checkpoint(model.path(CHECKPOINT))
         before = read_labels(labels.path(PLG_FILE))
@@ -54,14 +66,71 @@ def denoise(ctx: StepContext, dataset: Dataset, pld: PLDConfig, plg: PLGConfig,
         for name, split in label_splits(dataset).items():
             denoised, probs[name] = _denoise_split(han, split, before[name][1], pld, "cpu")
             after[name] = (split.video_ids, denoised)
-        write_label_table(out / PLD_FILE, "pld", after, dataset, plg)
-        log_quality(log, "pld", after["val"][1], dataset.val)
+        write_label_table(out / DENOISED_FILE, "pld", after, dataset, plg)
+        log_quality(log, "pld", after["val"][1], dataset.val)  # raw PLD (Fig. 3b, ablation)
         log.scores(_flip_rates(before, after), prefix="pld/")
-        _denoise_plots(out, dataset.val, before["val"][1], after["val"][1], probs["val"], pld)
+        val = dataset.val
+        choices = choose_labels(before["val"][1], after["val"][1], val.gt_audio, val.gt_visual,
+                                pld)
+        chosen = {name: (ids, apply_label_choice(before[name][1], after[name][1], choices))
+                  for name, (ids, _) in after.items()}
+        _write_chosen(out / PLD_FILE, chosen, choices, dataset, plg)
+        log_quality(log, "labels", chosen["val"][1], val)  # what retrain trains on
+        log.scores(_choice_scores(choices), prefix="pld/decision/")
+        _write_choice(out, choices, pld)
+        _denoise_plots(out, val, before["val"][1], after["val"][1], probs["val"], pld)
 
     inputs = {"dataset": dataset.digest, "labels": labels.digest(PLG_FILE),
               "checkpoint": model.digest(CHECKPOINT)}
-    return run_step(ctx, "denoise", {"pld": pld, "plg": plg}, inputs, compute)
+    config = {"pld": pld, "plg": plg, "format": DENOISE_FORMAT}
+    result = run_step(ctx, "denoise", config, inputs, compute)
+    tag_label_choice(read_json(result.path(CHOICE_FILE)), run_id=result.run_id)
+    return result
+
+
+def _write_chosen(path: Path, chosen: LabelSplits, choices: dict[str, LabelChoice],
+                  dataset: Dataset, plg: PLGConfig) -> None:
+    """The labels retrain uses; `stage` per row says where that modality's labels came from."""
+    video_labels = {name: split.video_labels for name, split in label_splits(dataset).items()}
+    table = labels_table("pld", chosen, video_labels, dataset.teachers, plg)
+    modality = np.asarray(table.column("modality").to_pylist(), dtype=object)
+    stage = np.where(modality == "audio", choices["audio"].source, choices["visual"].source)
+    table = table.set_column(table.schema.get_field_index("stage"), "stage",
+                             pa.array(stage, pa.string()))
+    write_labels(path, table)
+
+
+def _choice_scores(choices: dict[str, LabelChoice]) -> dict[str, float]:
+    """Metrics of the decision: uses_pld (1/0) and PLD - PLG improvement with its interval."""
+    scores = {}
+    for modality, choice in choices.items():
+        scores[f"{modality}/uses_pld"] = float(choice.uses_denoised)
+        if choice.test is not None:
+            scores[f"{modality}/improvement"] = choice.test.improvement
+            scores[f"{modality}/improvement_low"] = choice.test.low
+            scores[f"{modality}/improvement_high"] = choice.test.high
+    return scores
+
+
+def _write_choice(out: Path, choices: dict[str, LabelChoice], pld: PLDConfig) -> None:
+    write_json(out / CHOICE_FILE, {"apply": pld.apply, "confidence": pld.confidence,
+                                   "modalities": {m: c.to_dict() for m, c in choices.items()}})
+
+
+def choice_tags(record: dict) -> dict[str, str]:
+    """`pld.decision.<modality>` = pld | plg and `pld.decision.<modality>.reason` tags."""
+    tags = {}
+    for modality, choice in record["modalities"].items():
+        tags[f"pld.decision.{modality}"] = choice["source"]
+        tags[f"pld.decision.{modality}.reason"] = choice["reason"]
+    return tags
+
+
+def tag_label_choice(record: dict, run_id: str) -> None:
+    """Tag a run (the denoise step's, the parent) with the per-modality label decision."""
+    client = tracking.client()
+    for key, value in choice_tags(record).items():
+        tracking.retry_locked(client.set_tag, run_id, key, value)
 
 
 def _flip_rates(before: LabelSplits, after: LabelSplits) -> dict[str, float]:

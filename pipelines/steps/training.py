@@ -30,7 +30,7 @@ def train(ctx: StepContext, dataset: Dataset, cfg: TrainConfig, labels: StepResu
         targets = build_targets(dataset.train, _train_labels(dataset, labels.path(labels_name)))
 
         def on_epoch(stats) -> None:
-            log.scores({"train_loss": stats.train_loss,
+            log.scores({"train_loss": stats.train_loss, "lr": stats.lr,
                         "val_seg_type": stats.val.get("seg_type", float("nan")),
                         f"val_{cfg.select_metric}": stats.val.get(cfg.select_metric,
                                                                   float("nan"))},
@@ -41,7 +41,8 @@ def train(ctx: StepContext, dataset: Dataset, cfg: TrainConfig, labels: StepResu
         save_checkpoint(out / CHECKPOINT, result.model, cfg,
                         {"best_epoch": result.best_epoch, "best_score": result.best_score,
                          "select_metric": cfg.select_metric, "dataset": dataset.digest,
-                         "labels": labels.digest(labels_name), "step": step_name})
+                         "labels": labels.digest(labels_name), "step": step_name},
+                        epochs_completed=result.epochs_completed)
         log.scores({"best_epoch": result.best_epoch,
                     f"best/val_{cfg.select_metric}": result.best_score})
 

@@ -8,15 +8,14 @@ Official layout (Tian et al. 2020), <id> = first 11 characters of the LLP filena
 A store is a folder with audio.npy (N,T,128), visual.npy (N,T,2048, the 80 frames pooled 8 -> 1 at
 build time; HAN's fc_v is affine so this equals the official fc_v-then-pool), visual_3d.npy
 (N,T,512), video_ids.npy (N,) and meta.json. It is written into a temporary sibling folder and
-moved into place with os.replace, so a reader never sees half a store. Loading can memory-map.
+moved into place with os.replace (vaplan.io.atomic_dir), so a reader never sees half a store;
+folders and files follow the umask. Loading can memory-map.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from vaplan.categories import NUM_SEGMENTS
 from vaplan.data.types import Features, SplitData
+from vaplan.io import atomic_dir
 
 FRAMES_PER_SEGMENT = 8
 STREAMS: dict[str, tuple[str, tuple[int, int]]] = {
@@ -94,17 +94,6 @@ def _write_arrays(feats_root: Path, ids: list[str], folder: Path, dtype: np.dtyp
     del outs
 
 
-def _replace_folder(tmp: Path, out_path: Path) -> None:
-    """Move `tmp` to `out_path`, replacing an existing store."""
-    if out_path.exists():
-        old = out_path.with_name(f".{out_path.name}.old-{os.getpid()}")
-        os.replace(out_path, old)
-        os.replace(tmp, out_path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_path)
-
-
 def build_feature_store(feats_root: str | os.PathLike, split: SplitData | Iterable[str],
                         out_path: str | os.PathLike, dtype: str = "float16",
                         progress: bool = True) -> Path:
@@ -118,9 +107,7 @@ def build_feature_store(feats_root: str | os.PathLike, split: SplitData | Iterab
     if np_dtype not in (np.float16, np.float32):
         raise ValueError(f"dtype must be float16 or float32, got {dtype!r}")
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent))
-    try:
+    with atomic_dir(out_path) as tmp:  # replaces out_path as a whole; folder mode follows umask
         _write_arrays(Path(feats_root), ids, tmp, np_dtype, progress)
         np.save(tmp / "video_ids.npy", np.array(ids, dtype=str))
         meta = {"format_version": STORE_FORMAT_VERSION, "num_videos": len(ids),
@@ -128,10 +115,6 @@ def build_feature_store(feats_root: str | os.PathLike, split: SplitData | Iterab
                 "visual": "res152 frames pooled 8 -> 1 per segment",
                 "source": str(Path(feats_root).resolve())}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        _replace_folder(tmp, out_path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_path
 
 

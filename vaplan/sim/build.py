@@ -25,8 +25,8 @@ from vaplan.sim.latent import sample_latent
 from vaplan.sim.params import DEFAULT_PARAMS, SIM_VERSION, SimParams
 from vaplan.sim.teachers import (PROMPT_IDS, SimTeacherScores, TeacherWorld, build_teacher_world,
                                  simulate_cosines, softmax_cosines)
-from vaplan.sim.truth import (TruthBank, build_truth_bank, check_num_train, sample_train_truth,
-                              subsample_indices)
+from vaplan.sim.truth import (TruthBank, bank_splits, build_truth_bank, check_num_train,
+                              sample_train_truth, subsample_indices)
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 WORLD_CODE = 97  # stream key of the per-seed "world" (prototypes, prompt biases)
@@ -54,7 +54,7 @@ def build_sim_dataset(cfg: SimConfig, progress: bool = False,
     features_rng, teachers_rng = (_rng(cfg.seed, WORLD_CODE, i) for i in range(2))
     world = _World(build_feature_world(params, features_rng),
                    build_teacher_world(params, teachers_rng),
-                   build_truth_bank([val_real, test_real]))
+                   sim_truth_bank(cfg.pattern_bank, {"val": val_real, "test": test_real}))
     bases = {
         "train": load_split("train").subset(np.arange(cfg.num_train)),
         "val": val_real.subset(subsample_indices(
@@ -66,14 +66,27 @@ def build_sim_dataset(cfg: SimConfig, progress: bool = False,
     for name, base in bases.items():
         splits[name], teachers[name] = simulate_split(base, world, cfg, params, progress)
     digest = dataset_digest(cfg, params, splits, teachers)
+    leak = " (TEST LEAK, comparison only)" if "test" in world.bank.splits else ""
     description = (f"LLP-sim v{SIM_VERSION} seed={cfg.seed}: train {len(splits['train'])} "
-                   f"(real labels, sampled segment truth), val {len(splits['val'])} / test "
-                   f"{len(splits['test'])} (real annotations), features {cfg.feature_dtype}, "
-                   f"simulated CLIP/CLAP {','.join(PROMPT_IDS)}")
+                   f"(real labels, segment truth drawn from {cfg.pattern_bank} patterns{leak}), "
+                   f"val {len(splits['val'])} / test {len(splits['test'])} (real annotations), "
+                   f"features {cfg.feature_dtype}, simulated CLIP/CLAP {','.join(PROMPT_IDS)}")
     if progress:
         print(f"[llp-sim] built in {time.perf_counter() - start:.1f}s: {description}",
               file=sys.stderr)
     return Dataset(splits["train"], splits["val"], splits["test"], teachers, digest, description)
+
+
+def sim_truth_bank(pattern_bank: str, real: dict[str, SplitData] | None = None) -> TruthBank:
+    """The bank of real joint patterns the training truth of `pattern_bank` is drawn from.
+
+    `real` maps split names to the real annotated splits (loaded when missing). Only the explicit
+    comparison value "val+test" may use the test annotations (issue 18).
+    """
+    names = bank_splits(pattern_bank)
+    real = real or {}
+    splits = [real[name] if name in real else load_split(name) for name in names]
+    return build_truth_bank(splits, allow_test=pattern_bank == "val+test")
 
 
 def simulate_split(base: SplitData, world: _World, cfg: SimConfig, params: SimParams,
@@ -104,6 +117,7 @@ def simulate_split(base: SplitData, world: _World, cfg: SimConfig, params: SimPa
     split = SplitData(base.name, base.video_ids, base.video_labels, gt_audio, gt_visual, features)
     meta = {"source": "llp-sim", "sim_version": SIM_VERSION, "seed": str(cfg.seed),
             "params_digest": params_digest(params), "split": base.name,
+            "pattern_bank": cfg.pattern_bank,
             "visual_model": "sim-clip", "audio_model": "sim-clap", "prompts": ",".join(PROMPT_IDS)}
     return split, SimTeacherScores(base.video_ids, probs, meta, cosines)
 

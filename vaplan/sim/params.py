@@ -5,9 +5,11 @@ calibration run can vary them without touching code. Per-class tables are dicts 
 class name; `class_table` turns them into (C,) arrays in `vaplan.categories.CLASSES` order.
 
 The global knobs (`*_signal`, `*_noise`, `*_ar`) were calibrated against the paper's PLG
-quality on the real validation annotations and the HAN baseline on sim test; the per-class
-tables encode qualitative facts the paper describes (weak visual Speech, small or occluded
-objects, loud machines masking quieter sounds) and were set by hand, not fitted.
+quality on the real validation annotations and the HAN baseline on sim test (the feature gains,
+with the val+test pattern bank, before issue 18; re-checked with the val bank in
+docs/llp-sim.md §6); the per-class tables encode qualitative facts the paper describes (weak
+visual Speech, small or occluded objects, loud machines masking quieter sounds) and were set by
+hand, not fitted.
 """
 
 from __future__ import annotations

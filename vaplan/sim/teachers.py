@@ -113,15 +113,17 @@ def write_sim_teacher_cache(dataset: Dataset, split: str, path: str | Path) -> P
     """Write one split's simulated scores (probs, cosines, video labels) in the real Parquet
     score-cache format, through `vaplan.teachers.cache.ScoreCacheWriter`.
 
-    The teacher identity is LLP-sim's version, seed and model constants, so the three splits of
-    one dataset (or of datasets that differ only in size) can share one cache folder.
+    The teacher identity is LLP-sim's version, seed, model constants and pattern bank (the train
+    scores depend on the sampled truth), so the three splits of one dataset (or of datasets that
+    differ only in size) can share one cache folder, and the two banks never mix.
     """
     from vaplan.teachers.cache import ScoreCacheWriter, build_cache_meta  # lazy: pyarrow
 
     scores, data = dataset.teachers[split], getattr(dataset, split)
     cosines = getattr(scores, "cosines", {}) or {}
     identity = f"llp-sim v{scores.meta.get('sim_version')} seed={scores.meta.get('seed')} " \
-               f"params={scores.meta.get('params_digest')}"
+               f"params={scores.meta.get('params_digest')} " \
+               f"bank={scores.meta.get('pattern_bank')}"
     teachers = {modality: {"model": scores.meta.get(f"{modality}_model", f"sim-{modality}"),
                            "checkpoint": identity, "checkpoint_sha256": "",
                            "prompts": {pid: prompt_texts(pid) for pid in prompts}}

@@ -2,10 +2,14 @@
 
 val/test: the real LLP annotations (optionally a deterministic subsample).
 train: the real train video labels; for every labelled class, a joint (audio, visual) segment
-pattern is drawn from the real val+test annotations of that class. Drawing whole joint patterns
-keeps, per class, the audio-only / visual-only / both rates, the onsets, the durations and the
-audio-visual alignment of the real data. Rare classes borrow from the pooled bank of all classes
-with weight prior_count / (n_c + prior_count).
+pattern is drawn from the real **val** annotations of that class (`SimConfig.pattern_bank`).
+Drawing whole joint patterns keeps, per class, the audio-only / visual-only / both rates, the
+onsets, the durations and the audio-visual alignment of the real data. Rare classes borrow from
+the pooled bank of all classes with weight prior_count / (n_c + prior_count).
+
+The rule (issue 18): the test split never contributes to the training truth. "val+test" puts the
+test annotations into the bank, so each test pattern reappears in the simulated training set; it
+is kept only to measure what that leak was worth and is refused unless named explicitly.
 """
 
 from __future__ import annotations
@@ -16,34 +20,60 @@ import numpy as np
 
 from vaplan.categories import NUM_CLASSES, NUM_SEGMENTS
 from vaplan.data.types import SplitData
+from vaplan.errors import ConfigError
 
 MAX_TRAIN = 10000  # videos in the real LLP train split
+# Real annotated splits each `SimConfig.pattern_bank` value draws the training truth from.
+BANK_SPLITS: dict[str, tuple[str, ...]] = {"val": ("val",), "val+test": ("val", "test")}
 
 
 @dataclass(frozen=True)
 class TruthBank:
-    """Real joint segment patterns per class, from the val+test annotations."""
+    """Real joint segment patterns per class, with the split and row each one came from."""
 
     patterns: np.ndarray  # (K, 2, T) uint8, index 0 audio, 1 visual; sorted by class
     start: np.ndarray  # (C,) int, first row of each class in `patterns`
     count: np.ndarray  # (C,) int, rows per class
+    splits: tuple[str, ...]  # names of the annotated splits the bank was built from
+    source_split: np.ndarray  # (K,) int, index into `splits` of each pattern's video
+    source_row: np.ndarray  # (K,) int, row of that video in its split
 
 
-def build_truth_bank(splits: list[SplitData]) -> TruthBank:
-    """Collect every (video, labelled class) joint pattern with at least one active segment."""
-    rows, starts, counts = [], [], []
+def bank_splits(pattern_bank: str) -> tuple[str, ...]:
+    """The real splits `SimConfig.pattern_bank` draws from (a clear error for anything else)."""
+    if pattern_bank not in BANK_SPLITS:
+        raise ConfigError(f"data.sim.pattern_bank must be one of {sorted(BANK_SPLITS)}, got "
+                          f"{pattern_bank!r}")
+    return BANK_SPLITS[pattern_bank]
+
+
+def build_truth_bank(splits: list[SplitData], allow_test: bool = False) -> TruthBank:
+    """Collect every (video, labelled class) joint pattern with at least one active segment.
+
+    A split named "test" is refused unless `allow_test` (only the "val+test" comparison bank).
+    """
+    names = tuple(s.name for s in splits)
+    if "test" in names and not allow_test:
+        raise ValueError("the LLP-sim training truth must not be drawn from the test split "
+                         "(data.sim.pattern_bank='val+test' is the only, explicit exception)")
+    rows, starts, counts, origins = [], [], [], []
     audio = np.concatenate([s.gt_audio for s in splits])  # (N, T, C)
     visual = np.concatenate([s.gt_visual for s in splits])
     labels = np.concatenate([s.video_labels for s in splits])  # (N, C)
+    split_of = np.concatenate([np.full(len(s), i) for i, s in enumerate(splits)])  # (N,)
+    row_of = np.concatenate([np.arange(len(s)) for s in splits])  # (N,)
     for c in range(NUM_CLASSES):
         pairs = np.stack([audio[:, :, c], visual[:, :, c]], axis=1)  # (N, 2, T)
         keep = (labels[:, c] == 1) & (pairs.reshape(len(pairs), -1).max(axis=1) == 1)
         if not keep.any():
-            raise ValueError(f"class index {c} has no annotated events in val+test")
+            raise ValueError(f"class index {c} has no annotated events in {'+'.join(names)}")
         starts.append(sum(counts))
         counts.append(int(keep.sum()))
         rows.append(pairs[keep])
-    return TruthBank(np.concatenate(rows).astype(np.uint8), np.array(starts), np.array(counts))
+        origins.append(np.flatnonzero(keep))
+    origin = np.concatenate(origins)  # (K,) row in the concatenated splits
+    return TruthBank(np.concatenate(rows).astype(np.uint8), np.array(starts), np.array(counts),
+                     names, split_of[origin], row_of[origin])
 
 
 def sample_train_truth(labels: np.ndarray, bank: TruthBank, prior_count: float,

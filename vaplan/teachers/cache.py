@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -33,6 +32,7 @@ import numpy as np
 
 from vaplan.categories import CLASSES, MODALITIES, NUM_CLASSES, NUM_SEGMENTS
 from vaplan.data.types import TeacherScores
+from vaplan.io import atomic_path, atomic_write
 from vaplan.prompts import prompt_modality
 
 CACHE_FORMAT = "vaplan-teacher-cache"
@@ -125,18 +125,6 @@ def read_cache_meta(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _merge_meta(old: dict[str, Any], new: dict[str, Any], where: str) -> dict[str, Any]:
     """Old meta extended by new modalities; the same modality must have the same digest."""
     if bool(old["random_weights"]) != bool(new["random_weights"]):
@@ -181,7 +169,7 @@ class ScoreCacheWriter:
             self.meta = _merge_meta(read_cache_meta(self.path), new, str(self.path))
         else:
             self.meta = new
-        _write_atomic(self.path / META_FILE, json.dumps(self.meta, indent=2).encode())
+        atomic_write(self.path / META_FILE, json.dumps(self.meta, indent=2))
         self._buffer: list[Any] = []  # pyarrow tables
         self._buffered_videos = 0
         self._closed = False
@@ -220,15 +208,8 @@ class ScoreCacheWriter:
 
         table = pa.concat_tables(self._buffer, promote_options="permissive")
         part = self.path / f"part-{_next_part_number(self.path):06d}-{uuid.uuid4().hex[:8]}.parquet"
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".part-", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(part) as tmp:  # a reader never sees half a part (mode follows umask)
             pq.write_table(table, tmp, compression="zstd")
-            os.replace(tmp, part)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
         self._buffer, self._buffered_videos = [], 0
 
     def close(self) -> None:

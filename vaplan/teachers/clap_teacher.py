@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from vaplan.teachers.common import (TeacherUnavailable, autocast, file_sha256, require_file,
-                                    require_torch, resolve_precision)
+from vaplan.teachers.common import (DEFAULT_PRECISION, TeacherUnavailable, autocast,
+                                    check_precision, file_sha256, require_file, require_torch)
 
 ROBERTA_REPO = "roberta-base"
 ROBERTA_FILES = ("config.json", "vocab.json", "merges.txt")
@@ -56,18 +56,19 @@ def _import_laion_clap():
 class ClapTeacher:
     """Encodes 1-s audio chunks (48 kHz mono) and prompt texts with laion_clap.
 
-    precision: auto|fp32|fp16|bf16 (auto = fp32 on CPU, bf16 on GPU: the mel front end
-    overflows fp16 ranges less in bf16).
+    precision: fp32 (default on every device, as laion_clap itself computes; tau_a = 0.038 sits
+    on a 0.001 grid where one flipped segment matters) or an explicit opt-in bf16/fp16 autocast
+    (bf16 overflows the mel front end's ranges less than fp16). Recorded in the cache meta.
     """
 
     modality = "audio"
 
     def __init__(self, checkpoint: str | None = None, device: str = "cpu",
-                 precision: str = "auto", allow_random: bool = False,
+                 precision: str = DEFAULT_PRECISION, allow_random: bool = False,
                  amodel: str = "HTSAT-tiny", tmodel: str = "roberta"):
         self._torch = require_torch()
         self.device = str(device)
-        self.precision = resolve_precision(precision, self.device, default_gpu="bf16")
+        self.precision = check_precision(precision)
         self.amodel, self.tmodel = amodel, tmodel
         if checkpoint:
             path = require_file(checkpoint, "CLAP checkpoint", CLAP_HOWTO)
@@ -114,7 +115,8 @@ class ClapTeacher:
         """The cache-meta entry of this teacher (enters the digest)."""
         return {"model": f"laion_clap:{self.amodel}+{self.tmodel}:non-fusion",
                 "checkpoint": self.checkpoint, "checkpoint_sha256": self.checkpoint_sha256,
-                "random_weights": self.random_weights, "sample_rate": 48_000,
+                "random_weights": self.random_weights, "precision": self.precision,
+                "sample_rate": 48_000,
                 "input": "1-s mono chunk per segment, laion_clap repeatpad to 10 s",
                 "prompts": prompts}
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from vaplan.teachers.common import (TeacherUnavailable, autocast, file_sha256, require_file,
-                                    require_torch, resolve_precision)
+from vaplan.teachers.common import (DEFAULT_PRECISION, TeacherUnavailable, autocast,
+                                    check_precision, file_sha256, require_file, require_torch)
 
 DEFAULT_CLIP_MODEL = "ViT-B-32"
 DEFAULT_CLIP_TAG = "openai"
@@ -54,20 +54,22 @@ def cached_tag_file(model_name: str, tag: str) -> str | None:
 class ClipTeacher:
     """Encodes segment frames and prompt texts with open_clip.
 
-    device: torch device string; precision: auto|fp32|fp16|bf16 (auto = fp32 on CPU, fp16 on
-    GPU, via autocast). quick_gelu: OpenAI weights need QuickGELU (True by default); a tag
-    sets it from open_clip's own table.
+    device: torch device string; precision: fp32 (default on every device, as open_clip
+    computes) or an explicit opt-in fp16/bf16 autocast; recorded in the cache meta.
+    quick_gelu: OpenAI weights need QuickGELU (True by default); a tag sets it from open_clip's
+    own table.
     """
 
     modality = "visual"
 
     def __init__(self, model_name: str = DEFAULT_CLIP_MODEL, checkpoint: str | None = None,
                  pretrained: str | None = DEFAULT_CLIP_TAG, device: str = "cpu",
-                 precision: str = "auto", allow_random: bool = False, quick_gelu: bool = True):
+                 precision: str = DEFAULT_PRECISION, allow_random: bool = False,
+                 quick_gelu: bool = True):
         torch = require_torch()
         open_clip = _require_open_clip()
         self.model_name, self.device = model_name, str(device)
-        self.precision = resolve_precision(precision, self.device)
+        self.precision = check_precision(precision)
         weights, self.checkpoint, quick_gelu = self._resolve_weights(
             model_name, checkpoint, pretrained, allow_random, quick_gelu)
         self.random_weights = weights is None
@@ -102,7 +104,8 @@ class ClipTeacher:
         """The cache-meta entry of this teacher (enters the digest)."""
         return {"model": f"open_clip:{self.model_name}", "checkpoint": self.checkpoint,
                 "checkpoint_sha256": self.checkpoint_sha256, "quick_gelu": self.quick_gelu,
-                "random_weights": self.random_weights, "input": "middle frame of each 1-s segment",
+                "random_weights": self.random_weights, "precision": self.precision,
+                "input": "middle frame of each 1-s segment",
                 "prompts": prompts}
 
     def preprocess(self, frames: np.ndarray):

@@ -41,7 +41,9 @@ def teach(
     out: Annotated[Path, typer.Option(help="teacher cache folder (created or resumed)")],
     modalities: Annotated[str, typer.Option(help="comma list: audio,visual")] = "audio,visual",
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu, cuda, cuda:1")] = "cpu",
-    precision: Annotated[str, typer.Option(help="auto|fp32|fp16|bf16 (auto: fp32 on CPU)")] = "auto",
+    precision: Annotated[str, typer.Option(
+        help="fp32 (default, every device) or an opt-in fp16|bf16 autocast; "
+             "recorded in the cache")] = "fp32",
     clip_ckpt: Annotated[Optional[Path], typer.Option(help="open_clip checkpoint file")] = None,
     clip_model: Annotated[str, typer.Option(help="open_clip model name")] = "ViT-B-32",
     clip_pretrained: Annotated[str, typer.Option(help="open_clip tag looked up in the HF cache "
@@ -54,9 +56,13 @@ def teach(
     limit: Annotated[Optional[int], typer.Option(help="score at most N videos of the file")] = None,
 ) -> None:
     """Score videos with CLIP (visual) and CLAP (audio) into the Parquet teacher cache."""
-    from vaplan.teachers.common import TeacherUnavailable
+    from vaplan.teachers.common import TeacherUnavailable, check_precision
     from vaplan.teachers.run import TeachConfig, format_report, run_teach
 
+    try:
+        check_precision(precision)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--precision") from None
     cfg = TeachConfig(videos=str(videos), split_csv=str(split_csv), out=str(out),
                       modalities=_parse_modalities(modalities), device=device,
                       precision=precision, clip_model=clip_model,

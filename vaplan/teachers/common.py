@@ -7,7 +7,8 @@ import hashlib
 import os
 from pathlib import Path
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16")
+DEFAULT_PRECISION = "fp32"  # what laion_clap and open_clip compute in; lower precision is opt-in
 
 
 class TeacherUnavailable(RuntimeError):
@@ -22,12 +23,14 @@ def require_torch():
     return torch
 
 
-def resolve_precision(precision: str, device: str, default_gpu: str = "fp16") -> str:
-    """'auto' -> fp32 on CPU, `default_gpu` elsewhere; other values are checked."""
+def check_precision(precision: str) -> str:
+    """The teacher precision, checked: fp32 (the default, on every device) or an explicit
+    opt-in fp16/bf16 autocast. The former 'auto' (bf16/fp16 on GPU) is refused by name."""
+    if precision == "auto":
+        raise ValueError("precision 'auto' is gone: the teachers run in fp32 unless you pass "
+                         "--precision fp16 or bf16 (docs/teachers.md)")
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
-    if precision == "auto":
-        return "fp32" if str(device).startswith("cpu") else default_gpu
     return precision
 
 

@@ -32,7 +32,7 @@ class TeachConfig:
     out: str  # cache folder
     modalities: tuple[str, ...] = MODALITIES
     device: str = "cpu"
-    precision: str = "auto"  # auto|fp32|fp16|bf16
+    precision: str = "fp32"  # fp32 (default) | fp16 | bf16 (opt-in autocast, both teachers)
     clip_model: str = "ViT-B-32"
     clip_pretrained: str | None = "openai"  # open_clip tag looked up in the HF cache
     clip_ckpt: str | None = None

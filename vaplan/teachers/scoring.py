@@ -2,7 +2,7 @@
 
 s_t = softmax_c( cos(e_t, w_c) ), with e_t the L2-normalised segment embedding and w_c the
 L2-normalised prompt embedding of class c. Without CLIP's logit scale (100) every s_t,c stays
-near 1/25 = 0.04, which is why the paper's thresholds are 0.041 / 0.038 (DESIGN.md §3).
+near 1/25 = 0.04, which is why the paper's thresholds are 0.041 / 0.038 (docs/fidelity.md).
 Computed in float32 numpy whatever precision the encoders ran in.
 """
 

@@ -1,0 +1,227 @@
+"""Table 5 as tracked, resumable runs: a real SQLite MLflow store in tmp_path, sim-tiny data.
+
+Bad input first (rows, seeds, output), then the table maths, then the runner: `--rows 1,2`
+through the CLI; a crash injected into the first row-2 training leaves row 1's runs FINISHED and
+the partial table written, and the rerun trains only what is missing (mean ± std over seeds);
+row 5 alone trains its stage-one model, and a later row 5 reuses that checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+import vaplan.ablation as table5
+from pipelines import ablation as runner
+from pipelines import tracking
+from pipelines.steps import load_data
+from vaplan.cli import app, run_app
+from vaplan.config import apply_overrides, get_preset
+from vaplan.errors import ConfigError
+from vaplan.metrics import SCORE_KEYS
+
+THREADS = ["train.num_threads=1"]  # 2 OpenMP threads on 2 shared cores mostly spin
+
+
+class SimulatedCrash(RuntimeError):
+    pass
+
+
+@pytest.fixture()
+def store(tmp_path, monkeypatch):
+    """A fresh SQLite store; the process's tracking URI is restored afterwards."""
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    yield uri
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return apply_overrides(get_preset("sim-tiny"), THREADS)
+
+
+@pytest.fixture(scope="module")
+def dataset(cfg):
+    return load_data(cfg.data)
+
+
+@pytest.fixture()
+def fits(monkeypatch):
+    """Counts trainings (vaplan.ablation.fit); `crash_at` makes that call raise."""
+    calls, real = {"n": 0, "crash_at": None}, table5.fit
+
+    def counting_fit(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == calls["crash_at"]:
+            raise SimulatedCrash(f"injected crash in training call {calls['n']}")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(table5, "fit", counting_fit)
+    return calls
+
+
+# ---------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("text, needle", [("1,7", "unknown row '7'"), ("", "expected"),
+                                          ("1,,2", "expected"), ("one", "unknown row")])
+def test_parse_rows_refuses_bad_rows(text, needle):
+    with pytest.raises(ConfigError, match="--rows") as err:
+        table5.parse_rows(text)
+    assert needle in str(err.value)
+
+
+def test_parse_rows_and_seeds():
+    assert table5.parse_rows(" 5, 2,1,2") == ("1", "2", "5")
+    assert table5.parse_seeds("2, 0,1") == (0, 1, 2)
+    for bad in ("0,x", "0,0", "-1", ""):
+        with pytest.raises(ConfigError, match="--seeds"):
+            table5.parse_seeds(bad)
+
+
+def test_cli_refuses_bad_rows_seeds_and_output(store, tmp_path, capsys):
+    for args, needle in ((["--rows", "1,6"], "--rows '1,6': unknown row '6'"),
+                         (["--seeds", "0,a"], "--seeds '0,a': expected comma-separated"),
+                         (["--seeds", "0", "--set", "train.seed=3"], "--set train.seed"),
+                         (["--output", str(tmp_path / "t.csv")], "--output")):
+        assert run_app(["ablation", "--preset", "sim-tiny", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and needle in err and "\n" not in err
+
+
+def test_row_five_without_stage_one_is_refused(cfg, dataset):
+    labels = table5.make_labels(cfg, dataset)
+    with pytest.raises(ValueError, match="row 5 .* stage-one model"):
+        table5.train_row(cfg, dataset, labels, "5", 0)
+
+
+# ---------------------------------------------------------------- the table
+
+def _metrics(base: float, plg: bool = True) -> dict[str, float]:
+    flat = {f"test/{key}": base for key in SCORE_KEYS}
+    if plg:
+        flat.update({f"plg/val/{m}/{k}": 50.0 for m in table5.MODALITIES
+                     for k in table5.QUALITY_KEYS})
+    return flat
+
+
+def test_summary_mean_std_and_n():
+    units = [("2", 0, _metrics(10.0)), ("2", 1, _metrics(14.0)), ("1", 0, _metrics(5.0, plg=False))]
+    table = table5.summarize(units, seeds=(0, 1))
+    assert [row.id for row, _ in table.rows] == ["1", "2"]
+    cell = table.rows[1][1]["seg_type"]
+    assert (cell.mean, cell.n) == (12.0, 2) and cell.std == pytest.approx(2.8284, abs=1e-4)
+    text = table5.format_markdown(table, ["a note"])
+    assert "| 2 | PLG video-level (L_V) | 2 | 12.0 ± 2.8 |" in text
+    assert "| 1 | baseline (HAN, Eq. 2) | 1 | 5.0 |" in text
+    assert "| PLG | audio | 2 | 50.00 ± 0.00 |" in text and text.endswith("a note")
+    lines = table5.format_csv(table).splitlines()
+    assert lines[0] == "section,row,method,modality,metric,mean,std,n"
+    assert "test,2,PLG video-level (L_V),,seg_type,12.0000,2.8284,2" in lines
+    assert len(lines) == 1 + 2 * len(SCORE_KEYS) + 2 * len(table5.QUALITY_KEYS)
+
+
+# ---------------------------------------------------------------- tracked runs
+
+@pytest.mark.slow
+def test_cli_rows_1_2_prints_a_two_row_table(store, tmp_path, fits):
+    out = tmp_path / "table.md"
+    result = CliRunner().invoke(app, ["ablation", "--preset", "sim-tiny", "--rows", "1,2",
+                                      "--no-progress", "--output", str(out), *sum(
+                                          (["--set", item] for item in THREADS), [])])
+    assert result.exit_code == 0, result.output
+    assert fits["n"] == 2
+    table = [line for line in result.output.splitlines() if line.startswith("| ")]
+    assert [line.split(" | ")[0] for line in table[1:3]] == ["| 1", "| 2"]
+    assert not any(line.startswith(("| 3", "| 4", "| 5")) for line in table)
+    assert "| 1 | baseline (HAN, Eq. 2) | 1 |" in out.read_text()
+    assert out.with_suffix(".csv").read_text().count("\ntest,") == 2 * len(SCORE_KEYS)
+    experiment = MlflowClient().get_experiment_by_name("vaplan-ablations")
+    assert experiment is not None
+
+
+@pytest.mark.slow
+def test_crash_keeps_finished_rows_and_rerun_trains_only_the_rest(store, tmp_path, cfg,
+                                                                  dataset, fits):
+    out = tmp_path / "table.md"
+    kwargs = dict(preset="sim-tiny", dataset=dataset, output=out, progress=False,
+                  log=lambda line: None)
+    fits["crash_at"] = 3  # units: (1,0) (1,1) (2,0) (2,1): the first row-2 training
+    with pytest.raises(SimulatedCrash):
+        runner.run_ablation(cfg, ("1", "2"), (0, 1), **kwargs)
+    client = MlflowClient()
+    experiment_id = client.get_experiment_by_name("vaplan-ablations").experiment_id
+    parent = client.search_runs([experiment_id], "tags.`vaplan.ablation` = 'parent'")[0]
+    assert parent.info.status == "FAILED"
+    children = tracking.child_runs(parent.info.run_id, experiment_id)
+    status = {(c.data.tags[runner.ROW_TAG], c.data.tags[runner.SEED_TAG]): c.info.status
+              for c in children}
+    assert status == {("1", "0"): "FINISHED", ("1", "1"): "FINISHED", ("2", "0"): "FAILED"}
+    partial = out.read_text()
+    assert "| 1 | baseline (HAN, Eq. 2) | 2 |" in partial and "\n| 2 | " not in partial
+    assert "±" in partial
+    artifact = mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/ablation/table.md")
+    assert artifact == partial
+
+    fits["n"], fits["crash_at"] = 0, None
+    result = runner.run_ablation(cfg, ("1", "2"), (0, 1), **kwargs)
+    assert fits["n"] == 2  # only row 2's two seeds
+    assert result.parent_run_id == parent.info.run_id
+    assert result.skipped == [("1", 0), ("1", 1)] and result.trained == [("2", 0), ("2", 1)]
+    final = out.read_text()
+    assert "| 1 | baseline (HAN, Eq. 2) | 2 |" in final
+    assert "| 2 | PLG video-level (L_V) | 2 |" in final
+    assert final.count("±") >= 2 * len(SCORE_KEYS)
+    assert client.get_run(result.parent_run_id).info.status == "FINISHED"
+    unit = next(c for c in tracking.child_runs(result.parent_run_id, experiment_id)
+                if c.info.status == "FINISHED" and c.data.tags[runner.ROW_TAG] == "2")
+    assert unit.data.params["train.loss.variant"] == "video"
+    assert {f"test/{k}" for k in SCORE_KEYS} | {"val/seg_type", "best_epoch"} \
+        <= set(unit.data.metrics)
+    assert "plg/val/visual/seg" in unit.data.metrics
+    curve = client.get_metric_history(unit.info.run_id, "epoch/val_seg_type")
+    assert sorted(m.step for m in curve) == list(range(1, cfg.train.epochs + 1))
+    runs_table = mlflow.artifacts.load_dict(f"runs:/{result.parent_run_id}/ablation/runs.json")
+    assert len(runs_table["data"]) == 4
+
+    fits["n"] = 0  # a third run: nothing left to train
+    again = runner.run_ablation(cfg, ("1", "2"), (0, 1), **kwargs)
+    assert fits["n"] == 0 and len(again.skipped) == 4 and again.markdown == result.markdown
+
+
+@pytest.mark.slow
+def test_row_five_alone_trains_then_reuses_its_stage_one(store, cfg, dataset, fits):
+    lines: list[str] = []
+    kwargs = dict(preset="sim-tiny", dataset=dataset, progress=False, log=lines.append)
+    first = runner.run_ablation(cfg, ("5",), (0,), **kwargs)
+    assert fits["n"] == 2  # row 4's stage one, then row 5
+    assert any("stage one: no finished row 4 run" in line for line in lines)
+    child = tracking.child_runs(first.parent_run_id, first.experiment_id)[0]
+    assert child.data.tags[runner.STAGE_ONE_TAG] == f"trained in run {child.info.run_id}"
+    assert f"stage one trained in run {child.info.run_id}" in first.markdown
+    assert "stage_one/epoch/train_loss" in child.data.metrics
+    assert {"pld/val/visual/seg", "plg/val/visual/seg"} <= set(child.data.metrics)
+    assert [row.id for row, _ in first.table.rows] == ["5"]
+    assert [stage for stage, _, _ in first.table.labels] == ["PLG", "PLG", "PLD", "PLD"]
+
+    fits["n"] = 0
+    second = runner.run_ablation(cfg, ("5",), (0,), resume=False, **kwargs)
+    assert fits["n"] == 1 and second.parent_run_id != first.parent_run_id
+    reused = tracking.child_runs(second.parent_run_id, second.experiment_id)[0]
+    assert reused.data.tags[runner.STAGE_ONE_TAG] == \
+        f"reused from finished run {child.info.run_id}"
+
+    fits["n"] = 0  # the stage-one checkpoint is gone: row 5 says so and trains it again
+    artifact_dir = MlflowClient().get_run(child.info.run_id).info.artifact_uri
+    (Path(artifact_dir.removeprefix("file://")) / runner.STAGE_ONE_CHECKPOINT).unlink()
+    third = runner.run_ablation(cfg, ("5",), (0,), resume=False, **kwargs)
+    assert fits["n"] == 2
+    assert any(f"cannot use {runner.STAGE_ONE_CHECKPOINT} of run {child.info.run_id}" in line
+               for line in lines)
+    retrained = tracking.child_runs(third.parent_run_id, third.experiment_id)[0]
+    assert retrained.data.tags[runner.STAGE_ONE_TAG].startswith("trained in run")
