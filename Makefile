@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test test-fast ablation venv lock clean-demo
+.PHONY: demo test test-fast ablation venv lock clean-demo chromium
 
 venv: $(STAMP)
 
@@ -22,12 +22,20 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m pipelines --preset sim-small
+	$(VENV)/bin/vaplan run --preset sim-small
 
 ablation: $(STAMP)
 	$(PY) -m vaplan.cli ablation --preset sim-small
 
-test: $(STAMP)
+# Headless Chromium for the screenshot test (tests/test_report.py): the Debian package chromium, installed
+# once when missing and run as root, quietly; elsewhere that one test is skipped.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+	{ export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; } || \
+	echo "chromium could not be installed: the screenshot test will be skipped" >&2
+
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)

@@ -8,7 +8,8 @@ the same trials run one at a time vs concurrently on the same CPUs (printed side
 
 Sequential: max_concurrent=1 with --cpus trials' worth of torch threads; concurrent: each trial
 1 CPU (1 thread), as many at once as the local Ray has CPUs. ASHA is off so both do the same
-work. Everything is logged to a throw-away MLflow SQLite store (like a real sweep).
+work. The trials are logged by the driver to a throw-away MLflow SQLite store (like a real
+sweep); the time includes that.
 """
 
 from __future__ import annotations
@@ -50,79 +51,85 @@ def plg_values(count: int) -> list[str]:
     return [f"{0.030 + 0.020 * i / max(per_prompt - 1, 1):.5f}" for i in range(per_prompt)]
 
 
-def sweep(spec, opts, data):
-    from ray_jobs.runner import plan_sweep, run_sweep
+def sweep(spec, args: list[str], data: dict, name: str, extra: list[str] | None = None):
+    """Run one sweep (quiet, in the running Ray); returns (seconds, trials, best objective)."""
+    from ray_jobs import sweep as sweeps, tune_train
 
-    plan = plan_sweep(spec, opts)
-    outcome = run_sweep(plan, opts, lambda *_: data, echo=lambda _: None)
-    return outcome, plan.trials_planned
+    parser = sweeps.parser(spec, "bench")
+    tune_train.add_asha_args(parser)
+    opts = parser.parse_args([*args, "--name", name, *(extra or [])])
+    folder = sweeps.sweep_folder(spec.job, opts)
+    state = sweeps.plan(spec, opts, folder)
+    started = time.perf_counter()
+    state = sweeps.run_sweep(spec, opts, state, folder, lambda s: data)
+    seconds = time.perf_counter() - started
+    trials = len(list(folder.glob("run_trial_*")))
+    return seconds, trials, state.best.get("metrics", {}).get(spec.objective, 0.0)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from ray_jobs import common, jobs, tune_plg, tune_train
-    from ray_jobs.sweep import SweepOptions, base_experiment
+    from ray_jobs import common, sweep as sweeps, tune_plg, tune_train
+    from vaplan.config import get_preset
+    from vaplan.method import make_pseudo_labels
 
     tmp = Path(tempfile.mkdtemp(prefix="vaplan-bench-tune-"))
-    base = SweepOptions(preset=args.preset, tracking_uri=f"sqlite:///{tmp}/mlflow.db",
-                        storage_path=str(tmp / "ray"), quiet=True, address="local",
-                        num_cpus=args.cpus)
-    model = [f"train.model.hidden_dim={args.hidden_dim}", f"train.model.ffn_dim={args.hidden_dim}",
-             f"train.epochs={args.epochs}"]
-    dataset = jobs.load_dataset(base_experiment(base).data)
+    base = ["--preset", args.preset, "--tracking-uri", f"sqlite:///{tmp}/mlflow.db",
+            "--storage-path", str(tmp / "ray")]
+    model = ["--set", f"train.model.hidden_dim={args.hidden_dim}",
+             "--set", f"train.model.ffn_dim={args.hidden_dim}", "--set", f"train.epochs={args.epochs}"]
+    dataset = sweeps.load_dataset(get_preset(args.preset))
     if args.gpus:
         import ray
 
         ray.init(num_cpus=args.cpus, num_gpus=args.gpus, include_dashboard=False)
     else:
-        common.init_ray("local", num_cpus=args.cpus, quiet=True)
+        common.init_ray("local", num_cpus=args.cpus)
     numbers = {"machine": f"{os.cpu_count()} CPUs (local Ray num_cpus={args.cpus})",
                "preset": args.preset, "dataset": dataset.description}
     try:
-        shared = jobs.share_dataset(dataset)
-        data = {"dataset": shared}
         if args.plg_trials:
-            opts = dataclasses.replace(base, name="plg", space=[
-                "plg.visual_threshold=" + ",".join(plg_values(args.plg_trials)),
-                "plg.visual_prompt=VP1,VP2,VP3,VP4", "plg.audio_prompt=AP1,AP2",
-                "plg.audio_threshold=0.038"])
-            outcome, trials = sweep(tune_plg.SPEC, opts, data)
-            numbers["tune_plg"] = {"trials": trials, "seconds": round(outcome.seconds, 1),
-                                   "trials_per_minute": round(60 * trials / outcome.seconds, 1)}
+            space = ["--space", "plg.visual_threshold=" + ",".join(plg_values(args.plg_trials)),
+                     "--space", "plg.visual_prompt=VP1,VP2,VP3,VP4",
+                     "--space", "plg.audio_prompt=AP1,AP2", "--space", "plg.audio_threshold=0.038"]
+            seconds, trials, _ = sweep(tune_plg.SPEC, base + space, {"dataset": dataset}, "plg")
+            numbers["tune_plg"] = {"trials": trials, "seconds": round(seconds, 1),
+                                   "trials_per_minute": round(60 * trials / seconds, 1)}
         if args.train_trials:
-            numbers["tune_train"] = bench_train(args, base, model, data, tune_train)
+            labels = make_pseudo_labels(dataset, "train", get_preset(args.preset).plg)
+            numbers["tune_train"] = bench_train(args, base + model, {"dataset": dataset,
+                                                                     "labels": labels},
+                                                tune_train)
     finally:
-        common.shutdown_ray()
+        import ray
+
+        ray.shutdown()
     print_table(numbers)
     if args.json:
         Path(args.json).write_text(json.dumps(numbers, indent=2))
     return 0
 
 
-def bench_train(args, base, model, data, tune_train) -> dict:
+def bench_train(args, base: list[str], data: dict, tune_train) -> dict:
     """The same trials sequentially and concurrently (and per GPU share with --gpus)."""
     space = ["train.loss.variant=richness", "train.lr=3e-4", "train.loss.richness_weight=0.5",
              "train.loss.use_category_richness=true", "train.loss.use_segment_richness=true",
              "train.seed=" + ",".join(str(i) for i in range(args.train_trials))]
     spec = dataclasses.replace(tune_train.SPEC, sections=("train.",))
-    known = {"sequential": dict(max_concurrent=1, cpus_per_trial=float(args.cpus)),
-             "concurrent": dict(max_concurrent=0, cpus_per_trial=1.0)}
+    known = {"sequential": ["--max-concurrent", "1", "--cpus-per-trial", str(float(args.cpus))],
+             "concurrent": ["--max-concurrent", "0", "--cpus-per-trial", "1"]}
     modes = {mode: known[mode] for mode in args.train_modes.split(",")}
     if args.gpus:
-        modes = {f"gpu {share}": dict(max_concurrent=0, cpus_per_trial=1.0,
-                                      gpus_per_trial=float(share))
+        modes = {f"gpu {share}": ["--cpus-per-trial", "1", "--gpus-per-trial", share]
                  for share in args.gpu_fractions.split(",")}
     results = {}
     for mode, extra in modes.items():
-        opts = dataclasses.replace(base, name=f"train-{mode.replace(' ', '-')}", space=space,
-                                   num_samples=1,
-                                   overrides=model, asha=False, **extra)
-        started = time.perf_counter()
-        outcome, trials = sweep(spec, opts, data)
-        wall = time.perf_counter() - started
+        flags = [*extra, "--num-samples", "1", "--no-asha",
+                 *[item for value in space for item in ("--space", value)]]
+        wall, trials, best = sweep(spec, base, data, f"train-{mode.replace(' ', '-')}", flags)
         results[mode] = {"trials": trials, "wall_seconds": round(wall, 1),
                          "trials_per_hour": round(3600 * trials / wall, 1),
-                         "best_val_seg_type": round(outcome.best_metrics.get("objective", 0), 2)}
+                         "best_val_seg_type": round(best, 2)}
     return results
 
 

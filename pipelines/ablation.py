@@ -29,9 +29,10 @@ import mlflow
 
 import vaplan
 from pipelines import tracking
-from pipelines.steps.common import CHECKPOINT, load_data
+from pipelines.steps.common import CHECKPOINT
 from vaplan import ablation as table5
 from vaplan.config import ExperimentConfig, flatten
+from vaplan.data.dataset import load_dataset
 from vaplan.data.types import Dataset
 from vaplan.errors import ConfigError
 from vaplan.io import atomic_write
@@ -104,7 +105,7 @@ def run_ablation(cfg: ExperimentConfig, rows: tuple[str, ...], seeds: tuple[int,
     experiment_id = tracking.prepare_store(uri, experiment)
     if dataset is None:
         log(f"[ablation] building dataset ({cfg.data.source})")
-        dataset = load_data(cfg.data, progress=progress)
+        dataset = load_dataset(cfg.data, progress=progress)
     log(f"[ablation] {dataset.description} (digest {dataset.digest[:12]})")
     key = ablation_key(cfg, rows, seeds, dataset.digest)
     parent_id = _find_parent(experiment_id, key) if resume else None
@@ -152,9 +153,10 @@ def _run_units(run: AblationRun, cfg: ExperimentConfig, dataset: Dataset, units,
 
 def _find_parent(experiment_id: str, key: str) -> str | None:
     """The newest parent run with this key (any status: a crashed or killed one resumes)."""
-    found = tracking.retry_locked(tracking.client().search_runs, [experiment_id],
-                                  filter_string=f"tags.`{KEY_TAG}` = '{key}'",
-                                  order_by=["attributes.start_time DESC"], max_results=1)
+    found = tracking.client().search_runs([experiment_id],
+                                          filter_string=f"tags.`{KEY_TAG}` = '{key}'",
+                                          order_by=["attributes.start_time DESC"],
+                                          max_results=1)
     return found[0].info.run_id if found else None
 
 
@@ -202,15 +204,14 @@ def _log_checkpoint(cfg: ExperimentConfig, result: table5.RowResult, dataset: Da
     extra = {"row": result.row, "seed": result.seed, "unit": ukey, "dataset": dataset.digest,
              "best_epoch": result.trained.best_epoch}
     save_checkpoint(path, result.trained.model, row_cfg.train, extra)
-    tracking.retry_locked(mlflow.log_artifact, str(path), path.parent.name)
+    mlflow.log_artifact(str(path), path.parent.name)
 
 
 def _reuse_stage_one(run: AblationRun, cfg: ExperimentConfig, key: str, tmp: Path, log: Log):
     """(model, source run id) from a FINISHED run holding row 4's checkpoint, else None."""
     for tag, artifact in ((UNIT_TAG, CHECKPOINT), (STAGE_ONE_KEY_TAG, STAGE_ONE_CHECKPOINT)):
-        found = tracking.retry_locked(
-            tracking.client().search_runs, [run.experiment_id],
-            filter_string=f"tags.`{tag}` = '{key}' and attributes.status = 'FINISHED'",
+        found = tracking.client().search_runs(
+            [run.experiment_id], filter_string=f"tags.`{tag}` = '{key}' and attributes.status = 'FINISHED'",
             order_by=["attributes.start_time DESC"], max_results=1)
         for source in (f.info.run_id for f in found):
             try:
@@ -261,9 +262,10 @@ def _publish(run: AblationRun, units, cfg: ExperimentConfig, dataset: Dataset,
     if paths is not None:
         atomic_write(paths[0], run.markdown + "\n")
         atomic_write(paths[1], csv_text)
-    tracking.retry_locked(mlflow.log_text, run.markdown + "\n", "ablation/table.md")
-    tracking.retry_locked(mlflow.log_text, csv_text, "ablation/table.csv")
-    tracking.set_tags({"vaplan.ablation.progress": f"{len(finished)}/{len(units)} finished"})
+    mlflow.log_text(run.markdown + "\n", "ablation/table.md")
+    mlflow.log_text(csv_text, "ablation/table.csv")
+    tracking.set_tags({"vaplan.ablation.progress": f"{len(finished)}/{len(units)} finished",
+                       tracking.NOTE_TAG: run.markdown})  # the table is the run's description
     if final and len(finished) == len(units):
         _log_runs_table(run, finished, done, wanted)
     if not final and paths is not None:
@@ -275,8 +277,7 @@ def _log_runs_table(run: AblationRun, finished, done, wanted) -> None:
     """mlflow.log_table of every unit (row, seed, run id, ten test numbers), once, when all
     units are finished (log_table appends to an existing file, so never twice)."""
     artifact = "ablation/runs.json"
-    existing = tracking.retry_locked(tracking.client().list_artifacts, run.parent_run_id,
-                                     "ablation")
+    existing = tracking.client().list_artifacts(run.parent_run_id, "ablation")
     if any(item.path == artifact for item in existing):
         return
     key_of = {value: key for key, value in wanted.items()}
@@ -289,4 +290,4 @@ def _log_runs_table(run: AblationRun, finished, done, wanted) -> None:
             records.setdefault(f"test/{key}", []).append(metrics[f"test/{key}"])
     with warnings.catch_warnings():  # pandas' object-dtype deprecation inside MLflow
         warnings.simplefilter("ignore", DeprecationWarning)
-        tracking.retry_locked(mlflow.log_table, records, artifact)
+        mlflow.log_table(records, artifact)

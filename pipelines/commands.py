@@ -1,5 +1,7 @@
-"""Plain functions behind `vaplan pull` and `vaplan evaluate` (downstream use of the registry).
+"""Plain functions behind `vaplan run`, `vaplan pull` and `vaplan evaluate`.
 
+    run_and_check(cfg)                                  -> the tracked pipeline, then the
+                                                           champion pulled back and re-evaluated
     pull("vaplan-han", "out/", alias="champion")       -> out/ with checkpoint, labels, config
     evaluate_registered("models:/vaplan-han@champion")  -> the ten test numbers (percent)
 """
@@ -108,13 +110,13 @@ def _no_progress_bar() -> Iterator[None]:
 
 def _load_split(model, split: str, dataset: Dataset | None):
     """The split named by the model's recorded dataset config (rebuilt unless given)."""
-    from pipelines.steps import load_data
+    from vaplan.data.dataset import load_dataset
 
     python_model = model.unwrap_python_model()
     record = python_model.record
     if dataset is None:
         experiment: ExperimentConfig = from_dict(ExperimentConfig, record["experiment"])
-        dataset = load_data(experiment.data)
+        dataset = load_dataset(experiment.data)
     expected = record.get("dataset", {}).get("digest")
     if expected and dataset.digest != expected:
         print(f"warning: dataset digest {dataset.digest[:12]} differs from the one the model "
@@ -160,10 +162,15 @@ def evaluate_registered(model_uri: str, split: str = "test", tracking_uri: str |
 
 
 def logged_scores(model: str, alias: str | None = "champion", version: int | None = None,
-                  prefix: str = "test/", tracking_uri: str | None = None) -> dict[str, float]:
-    """The scores recorded as tags on a registered version (e.g. to compare with a re-run)."""
+                  split: str = "test", tracking_uri: str | None = None) -> dict[str, float]:
+    """The `split` scores recorded at registration (registration.json of the version's run;
+    versions registered before that record held them: their `<split>/<score>` tags)."""
     tracking.open_existing_store(tracking_uri, model, alias, version)
     found = registry.resolve_version(model, alias=alias, version=version)
+    recorded = registry.version_record(found).get("scores", {}).get(split)
+    if recorded is not None:
+        return {key: float(value) for key, value in recorded.items()}
+    prefix = f"{split}/"
     return {key[len(prefix):]: float(value) for key, value in found.tags.items()
             if key.startswith(prefix)}
 
@@ -171,3 +178,74 @@ def logged_scores(model: str, alias: str | None = "champion", version: int | Non
 def read_pulled_config(folder: str | Path) -> ExperimentConfig:
     """The ExperimentConfig stored in a pulled folder's config.json."""
     return from_dict(ExperimentConfig, read_json(Path(folder) / "config.json")["experiment"])
+
+
+# ---------------------------------------------------------------- vaplan run
+
+def run_and_check(cfg, console=None) -> dict:
+    """`vaplan run` / `make demo`: run the tracked pipeline, print which labels the model was
+    trained on and the gate's decision, pull the champion back from the registry, re-evaluate
+    it on test next to the logged numbers, and print the UI links. Returns the summary."""
+    import time
+
+    from rich.console import Console
+
+    from pipelines.pipeline import run
+    from vaplan.data.dataset import load_dataset
+
+    os.environ.setdefault(PROGRESS_BAR, "false")  # keep the output readable
+    started, console = time.perf_counter(), console or Console()
+    console.print(f"building the {cfg.preset or 'custom'} dataset ...")
+    dataset = load_dataset(cfg.experiment.data)
+    result = run(cfg, dataset=dataset)
+    summary = {"parent_run_id": result.parent_run_id, "run_name": result.run_name}
+    if result.registration is not None:
+        _print_registration(console, cfg, result)
+        summary["drift"] = _check_champion(console, cfg, dataset, result)
+    console.print(f"done in {time.perf_counter() - started:.0f}s: run {result.run_name!r}")
+    print(tracking.ui_links(result.tracking_uri, result.experiment_id, result.parent_run_id))
+    return summary
+
+
+def _print_registration(console, cfg, result) -> None:
+    choice = result.registration["labels"]
+    for modality, made in choice["modalities"].items():  # which labels retrain trained on
+        console.print(f"labels ({modality}): {made['source'].upper()} "
+                      f"(pld.apply={choice['apply']}): {made['reason']}", markup=False)
+    decision = result.registration["decision"]
+    reused = " (reused: nothing changed since that registration)" \
+        if result.steps["register"].reused else ""
+    console.print(f"registered {cfg.model_name} v{result.registration['version']}: "
+                  f"{'promoted to champion' if decision['promoted'] else 'kept as candidate'} "
+                  f"({decision['reason']}){reused}", markup=False)
+
+
+def _check_champion(console, cfg, dataset: Dataset, result) -> float:
+    """Pull the champion, re-evaluate it on test, print it next to the logged numbers;
+    returns the largest difference to the numbers logged for it."""
+    from rich.table import Table
+
+    from vaplan.metrics import SCORE_KEYS
+
+    uri = result.tracking_uri  # the store this run used, never a default
+    with tempfile.TemporaryDirectory(prefix="vaplan-pull-") as dest:
+        record = read_json(pull(cfg.model_name, dest, tracking_uri=uri) / "version.json")
+    version = record["version"]
+    logged = logged_scores(cfg.model_name, version=version, tracking_uri=uri)
+    same_data = record["tags"].get(registry.DATASET_TAG) == dataset.digest
+    scores = evaluate_registered(f"models:/{cfg.model_name}@champion", "test", tracking_uri=uri,
+                                 dataset=dataset if same_data else None)
+    columns = {"re-evaluated": scores, "logged": logged, "this run": result.test_scores}
+    table = Table(title=f"test scores of {cfg.model_name}@champion (v{version}), "
+                        f"pulled from the registry")
+    table.add_column("score")
+    for name in columns:
+        table.add_column(name, justify="right")
+    for key in SCORE_KEYS:
+        table.add_row(key, *(f"{values.get(key, float('nan')):.2f}" for values in columns.values()))
+    console.print(table)
+    drift = max((abs(scores[k] - logged[k]) for k in SCORE_KEYS if k in logged),
+                default=float("nan"))
+    console.print(f"re-evaluation matches the numbers logged for v{version}: {drift < 1e-3} "
+                  f"(max difference {drift:.2e})")
+    return drift

@@ -19,12 +19,13 @@ class PipelineConfig(Checked):
 
     experiment:      the method's configuration (logged, flattened, as the run's params)
     preset:          name of the preset it came from (a tag, for the record)
+    overrides:       the "section.option=value" strings applied to it (for the run's name)
     experiment_name: MLflow experiment that holds the parent run and its child runs
     tracking_uri:    None = MLFLOW_TRACKING_URI or the embedded SQLite store under ./mlruns
     model_name:      registered model that receives a new version per run
     promote_metric:  the run metric the promotion gate compares (higher is better)
     work_dir:        local folder for step outputs; "" = a temporary folder per run
-    run_name:        name of the parent run ("" = MLflow picks one)
+    run_name:        name of the parent run ("" = "<preset> <overrides> <run id[:4]>")
     register:        False skips the register step (e.g. for sweeps)
     reuse:           False recomputes every step even when an earlier run has its output
     timeline_videos: how many val videos the timeline plots show
@@ -40,6 +41,7 @@ class PipelineConfig(Checked):
 
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     preset: str = ""
+    overrides: tuple[str, ...] = ()
     experiment_name: str = option("vaplan", NAME)
     tracking_uri: str | None = None
     model_name: str = option("vaplan-han", NAME)
@@ -60,4 +62,5 @@ def pipeline_config_from_preset(preset: str, overrides: list[str] | tuple[str, .
                                 **options) -> PipelineConfig:
     """A PipelineConfig from a named vaplan preset plus "section.option=value" overrides."""
     experiment = apply_overrides(get_preset(preset), list(overrides))
-    return PipelineConfig(experiment=experiment, preset=preset, **options)
+    return PipelineConfig(experiment=experiment, preset=preset, overrides=tuple(overrides),
+                          **options)

@@ -21,7 +21,9 @@ from pipelines import steps, tracking
 from pipelines.artifacts import read_json, write_json
 from pipelines.config import STEP_NAMES, PipelineConfig
 from pipelines.reuse import StepContext, StepResult
+from pipelines.steps.labels import CHOICE_FILE, tag_label_choice
 from vaplan.config import flatten, to_dict
+from vaplan.data.dataset import load_dataset
 from vaplan.data.types import Dataset
 
 AfterStep = Callable[[str, StepResult], None]
@@ -38,6 +40,7 @@ class PipelineResult:
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
+    run_name: str = ""
     steps: dict[str, StepResult] = field(default_factory=dict)
     val_scores: dict[str, float] = field(default_factory=dict)
     test_scores: dict[str, float] = field(default_factory=dict)
@@ -56,13 +59,12 @@ def _console(enabled: bool):
 
 
 def _parent_params(cfg: PipelineConfig, dataset: Dataset) -> dict:
-    params = flatten(cfg.experiment)
-    params.update({"data.digest": dataset.digest, "data.description": dataset.description,
-                   "data.num_train": len(dataset.train), "data.num_val": len(dataset.val),
-                   "data.num_test": len(dataset.test), "pipeline.preset": cfg.preset,
-                   "pipeline.model_name": cfg.model_name,
-                   "pipeline.promote_metric": cfg.promote_metric})
-    return params
+    """The flattened config under its dotted names (`train.lr`), dataset facts, pipeline options."""
+    return {**flatten(cfg.experiment), "data.digest": dataset.digest,
+            "data.description": dataset.description, "data.num_train": len(dataset.train),
+            "data.num_val": len(dataset.val), "data.num_test": len(dataset.test),
+            "pipeline.preset": cfg.preset, "pipeline.model_name": cfg.model_name,
+            "pipeline.promote_metric": cfg.promote_metric}
 
 
 def run(cfg: PipelineConfig, after_step: AfterStep | None = None,
@@ -86,12 +88,16 @@ def _run(cfg: PipelineConfig, after_step: AfterStep | None,
     console.print(f"[bold]vaplan pipeline[/] preset={cfg.preset or '-'} store={uri}")
     if dataset is None:
         with console.status("building dataset"):
-            dataset = steps.load_data(cfg.experiment.data, progress=False)
+            dataset = load_dataset(cfg.experiment.data)
     console.print(f"dataset: {dataset.description} (digest {dataset.digest[:12]})")
     tags = {"vaplan.preset": cfg.preset, "vaplan.version": vaplan.__version__,
             "vaplan.dataset_digest": dataset.digest, "vaplan.pipeline": "parent"}
-    with tracking.start_run(experiment_id, run_name=cfg.run_name or None, tags=tags) as parent:
+    with tracking.start_run(experiment_id, run_name=cfg.run_name or cfg.preset or None,
+                            tags=tags) as parent:
         result = PipelineResult(uri, experiment_id, parent.info.run_id)
+        result.run_name = cfg.run_name or tracking.short_name(
+            cfg.preset or "custom", *cfg.overrides, run_id=result.parent_run_id)
+        tracking.client().update_run(result.parent_run_id, name=result.run_name)
         tracking.log_flat_params(_parent_params(cfg, dataset))
         with tempfile.TemporaryDirectory(prefix="vaplan-pipeline-") as tmp:
             work_dir = Path(cfg.work_dir or tmp)
@@ -100,6 +106,7 @@ def _run(cfg: PipelineConfig, after_step: AfterStep | None,
                               cfg.progress)
             _run_steps(cfg, ctx, dataset, result, after_step, console)
             _log_parent_summary(result)
+            tracking.set_description(_describe(cfg, dataset, result))
     result.seconds = time.perf_counter() - started
     console.print(f"[bold green]pipeline finished[/] in {result.seconds:.0f}s "
                   f"(parent run {result.parent_run_id}; reused: {result.reused_steps or 'none'})")
@@ -111,7 +118,7 @@ def _log_config(cfg: PipelineConfig, dataset: Dataset, work_dir: Path) -> None:
         "experiment": to_dict(cfg.experiment), "preset": cfg.preset,
         "model_name": cfg.model_name, "promote_metric": cfg.promote_metric,
         "dataset": {"digest": dataset.digest, "description": dataset.description}})
-    tracking.retry_locked(mlflow.log_artifact, str(path))
+    mlflow.log_artifact(str(path))
 
 
 def _run_steps(cfg: PipelineConfig, ctx: StepContext, dataset: Dataset,
@@ -128,7 +135,8 @@ def _run_steps(cfg: PipelineConfig, ctx: StepContext, dataset: Dataset,
                                             result.steps["denoise"], cfg.timeline_videos)),
         ("register", lambda: steps.register(ctx, dataset, exp, cfg.model_name,
                                             cfg.promote_metric, result.steps["retrain"],
-                                            result.steps["denoise"], result.steps["evaluate"])),
+                                            result.steps["denoise"], result.steps["evaluate"],
+                                            _label_quality(result))),
     ]
     if not cfg.register:
         plan = plan[:-1]
@@ -144,15 +152,34 @@ def _run_steps(cfg: PipelineConfig, ctx: StepContext, dataset: Dataset,
     assert [name for name, _ in plan] == list(STEP_NAMES[:len(plan)])
 
 
+def _label_quality(result: PipelineResult) -> dict[str, float]:
+    """The pseudo-label quality metrics of the label steps: `plg/`, `pld/`, `labels/` on val."""
+    return {k: v for name in ("generate_labels", "denoise") for k, v in
+            result.steps[name].metrics.items() if k.startswith(("plg/", "pld/", "labels/"))}
+
+
+def _describe(cfg: PipelineConfig, dataset: Dataset, result: PipelineResult) -> str:
+    """The parent run's description (markdown): what ran, then the registered version's
+    description (the gate's decision with its interval, scores, label quality and choice)."""
+    head = [f"**{result.run_name}**: preset `{cfg.preset or '-'}`"
+            + (f", overrides `{' '.join(cfg.overrides)}`" if cfg.overrides else "")
+            + f"; dataset {dataset.description} (digest `{dataset.digest[:12]}`)", ""]
+    if result.registration is not None:
+        head += [f"Registered as **{cfg.model_name} v{result.registration['version']}** "
+                 f"(`models:/{cfg.model_name}/{result.registration['version']}`).", "",
+                 result.registration["description"]]
+    else:
+        choice = read_json(result.steps["denoise"].path(CHOICE_FILE))
+        head.append(steps.results_markdown({"val": result.val_scores, "test": result.test_scores},
+                                           _label_quality(result), choice))
+    return "\n".join(head)
+
+
 def _log_parent_summary(result: PipelineResult) -> None:
     """Copy the headline metrics of the steps onto the parent run; log label-set inputs; tag
     the label decision (`pld.decision.<modality>`) and the promotion decision."""
-    from pipelines.steps.labels import CHOICE_FILE, tag_label_choice
-
     labels, denoised = result.steps["generate_labels"], result.steps["denoise"]
-    quality = {k: v for step in (labels, denoised) for k, v in step.metrics.items()
-               if k.startswith(("plg/", "pld/", "labels/"))}
-    tracking.log_scores(quality)
+    tracking.log_scores(_label_quality(result))
     tag_label_choice(read_json(denoised.path(CHOICE_FILE)), run_id=result.parent_run_id)
     scores = read_json(result.steps["evaluate"].path("scores.json"))
     result.val_scores, result.test_scores = scores["val"], scores["test"]

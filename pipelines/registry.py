@@ -30,6 +30,7 @@ from pipelines import tracking
 from pipelines.pyfunc_model import (INTEGRITY, INTEGRITY_FILE, integrity_record, model_signature,
                                      verify_digests, verify_integrity_file)
 from vaplan.config import RegistryConfig
+from vaplan.errors import ConfigError
 from vaplan.stats import paired_bootstrap
 
 CANDIDATE, CHAMPION = "candidate", "champion"
@@ -37,6 +38,9 @@ ENTRY = Path(__file__).with_name("pyfunc_entry.py")
 TAG = "vaplan.promotion."
 DIGEST_TAG = "vaplan.sha256."  # + "checkpoint" / "labels": the registry's own record
 DIGESTED = ("checkpoint", "labels")
+SCORE_TAG = "vaplan.score."  # + the promote metric: the gate's score of the version
+DATASET_TAG = "vaplan.dataset_digest"
+RECORD = "registration.json"  # in the version's run: everything that is not one of its tags
 MODEL_URI = re.compile(r"^models:/(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
@@ -76,14 +80,11 @@ class PromotionDecision:
         return f"[{self.low:+.3f}, {self.high:+.3f}] at {100 * self.confidence:g}%"
 
     def tags(self) -> dict[str, str]:
-        """A few version tags: decision, both scores, champion, improvement and interval."""
-        number = lambda x: "none" if x is None else f"{x:.6f}"  # noqa: E731
+        """Three version tags: the decision, the improvement and its interval (the scores and
+        the champion are in the description and registration.json)."""
         return {f"{TAG}decision": "promoted" if self.promoted else "kept",
-                f"{TAG}candidate_score": number(self.candidate_score),
-                f"{TAG}champion_version": self.champion_version or "none",
-                f"{TAG}champion_score": number(self.champion_score),
                 f"{TAG}improvement": ("none" if self.improvement is None
-                                      else f"{self.improvement:+.6f}"),
+                                      else f"{self.improvement:+.3f}"),
                 f"{TAG}interval": self.interval()}
 
     def description(self) -> str:
@@ -135,17 +136,16 @@ def log_han_model(model_name: str, checkpoint: Path, labels: Path, config_json: 
         integrity = Path(tmp) / INTEGRITY_FILE
         integrity.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         warnings.filterwarnings("ignore", message=".*input example", category=UserWarning)
-        info = tracking.retry_locked(
-            mlflow.pyfunc.log_model, name="model", python_model=str(ENTRY),
-            artifacts={**files, INTEGRITY: str(integrity)},
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(ENTRY), artifacts={**files, INTEGRITY: str(integrity)},
             pip_requirements=requirements(), registered_model_name=model_name,
             signature=model_signature(), metadata=dict(metadata))
     client, version = tracking.client(), str(info.registered_model_version)
     for key in DIGESTED:
-        tracking.retry_locked(client.set_model_version_tag, model_name, version,
-                              f"{DIGEST_TAG}{key}", record["files"][key]["sha256"])
+        client.set_model_version_tag(model_name, version, f"{DIGEST_TAG}{key}",
+                                     record["files"][key]["sha256"])
     finite = {k: float(v) for k, v in scores.items() if math.isfinite(float(v))}
-    tracking.retry_locked(mlflow.log_metrics, finite, model_id=info.model_id)
+    mlflow.log_metrics(finite, model_id=info.model_id)
     return info
 
 
@@ -169,24 +169,35 @@ def verify_version(mv: ModelVersion, files: Mapping[str, Path]) -> None:
 def version_score(name: str, version: str, metric: str) -> float | None:
     """A version's `metric`: its `vaplan.score.<metric>` tag, else its run's metric."""
     client = tracking.client()
-    mv = tracking.retry_locked(client.get_model_version, name, version)
-    if f"vaplan.score.{metric}" in mv.tags:
-        return float(mv.tags[f"vaplan.score.{metric}"])
+    mv = client.get_model_version(name, version)
+    if f"{SCORE_TAG}{metric}" in mv.tags:
+        return float(mv.tags[f"{SCORE_TAG}{metric}"])
     if mv.run_id:
-        metrics = tracking.retry_locked(client.get_run, mv.run_id).data.metrics
+        metrics = client.get_run(mv.run_id).data.metrics
         if metric in metrics:
             return float(metrics[metric])
     return None
+
+
+def version_record(mv: ModelVersion) -> dict:
+    """What the pipeline recorded about a version beyond its few tags: `registration.json` of
+    the version's run (scores {"val": {...}, "test": {...}}, label quality, the label choice,
+    the gate's decision, dataset). {} for a version made another way (by hand, or before the
+    record held scores)."""
+    if not mv.run_id:
+        return {}
+    try:
+        record = mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/{RECORD}")
+    except Exception:  # no such artifact (a version registered by hand from another run)
+        return {}
+    return record if str(record.get("version")) == str(mv.version) else {}
 
 
 def current_alias(name: str, alias: str) -> ModelVersion | None:
     """The version holding `alias`, or None when no version has it."""
     try:
         return tracking.client().get_model_version_by_alias(name, alias)
-    except mlflow.exceptions.MlflowException as err:
-        if tracking.is_locked_error(err):
-            return tracking.retry_locked(tracking.client().get_model_version_by_alias,
-                                         name, alias)
+    except mlflow.exceptions.MlflowException:
         return None
 
 
@@ -206,9 +217,9 @@ def apply_promotion_gate(name: str, version: str | int, candidate: np.ndarray,
     """
     client, version = tracking.client(), str(version)
     candidate = np.asarray(candidate, dtype=np.float64)
-    tracking.retry_locked(client.set_model_version_tag, name, version,
-                          f"vaplan.score.{metric}", f"{float(np.mean(candidate)):.6f}")
-    tracking.retry_locked(client.set_registered_model_alias, name, CANDIDATE, version)
+    client.set_model_version_tag(name, version, f"{SCORE_TAG}{metric}",
+                                 f"{float(np.mean(candidate)):.4f}")
+    client.set_registered_model_alias(name, CANDIDATE, version)
     champion = current_alias(name, CHAMPION)
     held = None if champion is None else str(champion.version)  # int (SQL) or str (REST)
     scores, unavailable = None, None
@@ -221,11 +232,11 @@ def apply_promotion_gate(name: str, version: str | int, candidate: np.ndarray,
             unavailable = str(err)
     decision = decide(name, version, metric, candidate, held, scores, cfg, unavailable)
     if decision.promoted:
-        tracking.retry_locked(client.set_registered_model_alias, name, CHAMPION, version)
+        client.set_registered_model_alias(name, CHAMPION, version)
     for key, value in decision.tags().items():
-        tracking.retry_locked(client.set_model_version_tag, name, version, key, value)
+        client.set_model_version_tag(name, version, key, value)
     description = decision.description() + (f"\n\n{notes}" if notes else "")
-    tracking.retry_locked(client.update_model_version, name, version, description=description)
+    client.update_model_version(name, version, description=description)
     return decision
 
 
@@ -285,8 +296,8 @@ def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
     """`models:/name@alias` or `models:/name/3` -> (name, alias, version)."""
     match = MODEL_URI.match(uri)
     if match is None:
-        raise ValueError(f"model URI {uri!r} must look like models:/<name>@<alias> or "
-                         f"models:/<name>/<version>")
+        raise ConfigError(f"model URI {uri!r} must look like models:/<name>@<alias> or "
+                          f"models:/<name>/<version>")
     return match["name"], match["alias"], match["version"]
 
 
@@ -295,12 +306,12 @@ def resolve_version(name: str, alias: str | None = CHAMPION,
     """The registered version named by a number (wins) or an alias; errors say what exists."""
     client = tracking.client()
     if version is not None:
-        return tracking.retry_locked(client.get_model_version, name, str(version))
+        return client.get_model_version(name, str(version))
     if alias is None:
         raise ValueError("give a version or an alias")
     found = current_alias(name, alias)
     if found is None:
-        model = tracking.retry_locked(client.get_registered_model, name)
+        model = client.get_registered_model(name)
         raise LookupError(f"model {name!r} has no alias {alias!r}; aliases: "
                           f"{dict(model.aliases) or 'none'}")
     return found

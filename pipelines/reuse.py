@@ -17,7 +17,7 @@ import hashlib
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -26,12 +26,13 @@ import mlflow
 import vaplan
 from pipelines import tracking
 from pipelines.artifacts import read_json, sha256_file, write_json
-from vaplan.config import to_dict
+from vaplan.config import flatten, to_dict
 from vaplan.io import replace_dir
 
 STEP_FORMAT = 1  # bump when a step's outputs change meaning, to invalidate old keys
 KEY_TAG, OUTPUTS_TAG, REUSED_TAG, STEP_TAG = ("vaplan.step_key", "vaplan.outputs_run",
                                              "vaplan.reused_from", "vaplan.step")
+INPUT_TAG = "vaplan.input."  # + input name: the sha256 of a step's input
 
 
 @dataclass
@@ -93,15 +94,16 @@ Compute = Callable[[Path, StepLog], None]
 def step_key(name: str, config: Any, inputs: Mapping[str, str]) -> str:
     """sha256 over the step name, format, vaplan version, config and input digests."""
     payload = {"step": name, "format": STEP_FORMAT, "vaplan": vaplan.__version__,
-               "config": _plain(config), "inputs": dict(inputs)}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+               "config": config, "inputs": dict(inputs)}
+    text = json.dumps(payload, sort_keys=True,
+                      default=lambda item: to_dict(item) if is_dataclass(item) else str(item))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def find_reusable(experiment_id: str, key: str) -> str | None:
     """The run id holding the outputs of an earlier FINISHED run with this key, if any."""
-    runs = tracking.retry_locked(
-        tracking.client().search_runs, [experiment_id],
-        filter_string=f"tags.`{KEY_TAG}` = '{key}' and attributes.status = 'FINISHED'",
+    runs = tracking.client().search_runs(
+        [experiment_id], filter_string=f"tags.`{KEY_TAG}` = '{key}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"], max_results=20)
     for run in runs:
         source = run.data.tags.get(OUTPUTS_TAG)
@@ -142,21 +144,31 @@ def _valid(folder: Path, manifest: dict) -> bool:
                for name, digest in manifest.get("files", {}).items())
 
 
+def section_params(*configs: Any) -> dict[str, Any]:
+    """Config sections as params under their dotted option names (`train.lr`, `plg.*`)."""
+    return {k: v for cfg in configs for k, v in flatten(cfg, f"{cfg.SECTION}.").items()}
+
+
 def run_step(ctx: StepContext, name: str, config: Any, inputs: Mapping[str, str],
-             compute: Compute, on_start: Callable[[], None] | None = None,
+             compute: Compute, params: Mapping[str, Any] | None = None,
+             on_start: Callable[[], None] | None = None,
              check_reuse: Callable[[Path], bool] | None = None) -> StepResult:
     """Run (or reuse) one step as a child run of ctx.parent_run_id.
 
-    on_start runs inside the child run either way (e.g. to log dataset inputs); check_reuse
-    can veto reusing fetched outputs (e.g. a registered version that was deleted since).
+    `config` (with `inputs`) makes the reuse key; `params` are what the run logs (default:
+    `config`'s own section, e.g. `train.*`), so an option has one name in every run. The input
+    digests are tags `vaplan.input.<name>`. on_start runs inside the child run either way (e.g.
+    to log dataset inputs); check_reuse can veto reusing fetched outputs (e.g. a registered
+    version that was deleted since).
     """
     key = step_key(name, config, inputs)
     out_dir = ctx.work_dir / f"{name}-{key[:12]}"
     source = find_reusable(ctx.experiment_id, key) if ctx.reuse else None
+    tags = {KEY_TAG: key, STEP_TAG: name, **{f"{INPUT_TAG}{k}": v for k, v in inputs.items()}}
     with tracking.start_child_run(ctx.parent_run_id, ctx.experiment_id, run_name=name,
-                                  tags={KEY_TAG: key, STEP_TAG: name}) as run:
+                                  tags=tags) as run:
         run_id = run.info.run_id
-        tracking.log_flat_params(_flat_step_params(config, inputs))
+        tracking.log_flat_params(section_params(config) if params is None else params)
         if on_start is not None:
             on_start()
         manifest = _fetch(source, out_dir) if source else None
@@ -164,7 +176,7 @@ def run_step(ctx: StepContext, name: str, config: Any, inputs: Mapping[str, str]
             _replay(out_dir, source)
             return _result(name, key, run_id, source, out_dir, manifest, reused=True)
         manifest = _compute(compute, out_dir, name, key)
-        tracking.retry_locked(mlflow.log_artifacts, str(out_dir))
+        mlflow.log_artifacts(str(out_dir))
         tracking.set_tags({OUTPUTS_TAG: run_id})
         return _result(name, key, run_id, run_id, out_dir, manifest, reused=False)
 
@@ -190,7 +202,7 @@ def _replay(out_dir: Path, source: str) -> None:
     tracking.set_tags({REUSED_TAG: source, OUTPUTS_TAG: source})
     note = {"reused_from": source, "outputs": f"runs:/{source}/",
             "why": "same step config and input digests as that run; its files were reused"}
-    tracking.retry_locked(mlflow.log_dict, note, "reused_from.json")  # a pointer for the UI
+    mlflow.log_dict(note, "reused_from.json")  # a pointer for the UI
 
 
 def _result(name: str, key: str, run_id: str, source: str, out_dir: Path, manifest: dict,
@@ -198,28 +210,3 @@ def _result(name: str, key: str, run_id: str, source: str, out_dir: Path, manife
     records = read_json(out_dir / "metrics.json") if (out_dir / "metrics.json").is_file() else []
     last = {k: float(v) for k, v, _ in sorted(records, key=lambda r: r[2])}
     return StepResult(name, key, run_id, source, out_dir, dict(manifest["files"]), last, reused)
-
-
-def _flat_step_params(config: Any, inputs: Mapping[str, str]) -> dict[str, Any]:
-    """Flat params of a step run: its config ("train.lr") and "input.<name>" digests."""
-    flat: dict[str, Any] = {}
-    _flatten_into(flat, "", _plain(config))
-    flat.update({f"input.{name}": digest for name, digest in inputs.items()})
-    return flat
-
-
-def _plain(value: Any) -> Any:
-    """Dataclasses (also inside dicts) -> plain dicts."""
-    if hasattr(value, "__dataclass_fields__"):
-        return to_dict(value)
-    if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    return value
-
-
-def _flatten_into(flat: dict[str, Any], key: str, value: Any) -> None:
-    if isinstance(value, Mapping):
-        for sub, item in value.items():
-            _flatten_into(flat, f"{key}.{sub}" if key else str(sub), item)
-    else:
-        flat[key] = value

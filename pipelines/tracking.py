@@ -7,8 +7,9 @@ call `use_tracking_uri(uri)` and `start_child_run(parent_run_id, experiment_id, 
 
 The embedded default store is `sqlite:///<cwd>/mlruns/mlflow.db` with artifacts under
 `<cwd>/mlruns/artifacts`; `MLFLOW_TRACKING_URI` or an explicit URI (e.g. an `http://` server)
-switches. Every call that writes goes through `retry_locked`, which retries SQLite's
-"database is locked" with backoff.
+switches. Concurrent SQLite writers wait for each other: MLflow 3.17 opens every SQLite
+session with `PRAGMA busy_timeout = 20000` (20 s), and only the driver process writes (sweep
+trials are logged from the Ray driver), so no retry wrapper is needed.
 
 Stores that survive real use:
 - `prepare_store` holds a file lock next to a SQLite database (`mlflow.db.lock`) while it
@@ -30,28 +31,31 @@ import re
 import signal
 import socket
 import threading
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+from typing import Any, Iterator, Mapping
 from urllib.parse import unquote, urlparse
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.entities import RunTag
 
 from vaplan.config import flatten
 from vaplan.errors import StoreNotFoundError
 
-T = TypeVar("T")
 DEFAULT_EXPERIMENT = "vaplan"
 STORE_DIR = "mlruns"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
-BATCH = 900  # below MLflow's 1000-entity log_batch limit
 PARENT_TAG = "mlflow.parentRunId"
 HOST_TAG, PID_TAG, PID_STARTED_TAG = "vaplan.host", "vaplan.pid", "vaplan.pid_started"
 KILLED_TAG = "vaplan.killed"  # why a run was set KILLED (dead process, signal)
 LOCK_TIMEOUT = 600.0  # seconds to wait for another process creating/migrating the store
 WHERE_TO_POINT = "pass --tracking-uri URI or set MLFLOW_TRACKING_URI to the store to use"
+NOTE_TAG = "mlflow.note.content"  # a run's description in the UI
+# MLflow 3.17's UI opens an experiment in GenAI mode (no Models entry, runs as "Evaluations")
+# unless its kind says otherwise or the URL carries workflowType=machine_learning.
+EXPERIMENT_KIND_TAG, MACHINE_LEARNING_KIND = "mlflow.experimentKind", "custom_model_development"
+ML_QUERY = "workflowType=machine_learning"
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
 
 
 def default_tracking_uri(cwd: str | Path | None = None) -> str:
@@ -97,25 +101,6 @@ def default_artifact_root(uri: str) -> Path | None:
     """`<dir of mlflow.db>/artifacts` for a SQLite store; None where a server owns artifacts."""
     db = sqlite_path(uri)
     return None if db is None else db.parent / "artifacts"
-
-
-def is_locked_error(err: BaseException) -> bool:
-    """True for SQLite's transient "database is locked" (also when wrapped by MLflow)."""
-    text = str(err).lower()
-    return "database is locked" in text or "database table is locked" in text
-
-
-def retry_locked(fn: Callable[..., T], *args: Any, attempts: int = 8, delay: float = 0.2,
-                 **kwargs: Any) -> T:
-    """Call fn(*args, **kwargs), retrying with exponential backoff while SQLite is locked."""
-    for attempt in range(attempts):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as err:  # MlflowException, sqlalchemy OperationalError, ...
-            if not is_locked_error(err) or attempt == attempts - 1:
-                raise
-            time.sleep(delay * 2 ** attempt)
-    raise AssertionError("unreachable")
 
 
 def use_tracking_uri(uri: str | None = None) -> str:
@@ -173,17 +158,17 @@ def _require_model(uri: str, model: str, alias: str | None, version: int | str |
 
     mlflow_client = client()
     try:
-        found = retry_locked(mlflow_client.get_registered_model, model)
+        found = mlflow_client.get_registered_model(model)
     except MlflowException as err:
         if err.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
         names = [item.name for item in
-                 retry_locked(mlflow_client.search_registered_models, max_results=20)]
+                 mlflow_client.search_registered_models(max_results=20)]
         raise StoreNotFoundError(f"no registered model {model!r} in {uri}; registered models: "
                                  f"{sorted(names) or 'none'}; {WHERE_TO_POINT}") from None
     if version is not None:
-        versions = sorted(int(item.version) for item in retry_locked(
-            mlflow_client.search_model_versions, f"name = '{_quote(model)}'", max_results=1000))
+        versions = sorted(int(item.version) for item in mlflow_client.search_model_versions(
+            f"name = '{_quote(model)}'", max_results=1000))
         if str(version) not in map(str, versions):
             raise StoreNotFoundError(f"model {model!r} has no version {version} in {uri}; "
                                      f"versions: {versions or 'none'}")
@@ -226,8 +211,10 @@ def prepare_store(uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) 
 
     Call once in the driver before any parallel worker logs. Sets this process's tracking URI.
     Schema creation/migration and the experiment are made under `store_lock`, so processes
-    that start together on a fresh store wait for each other. Then runs of dead processes of
-    this host are marked KILLED (`mark_dead_runs`).
+    that start together on a fresh store wait for each other. The experiment is tagged
+    `mlflow.experimentKind = custom_model_development`, so the UI opens it in machine-learning
+    mode (runs, Models), not GenAI mode. Then runs of dead processes of this host are marked
+    KILLED (`mark_dead_runs`).
     """
     resolved = use_tracking_uri(uri)
     with store_lock(resolved):
@@ -238,18 +225,22 @@ def prepare_store(uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) 
 
 def _ensure_experiment(resolved: str, experiment: str) -> str:
     mlflow_client = client()
-    retry_locked(mlflow_client.search_experiments, max_results=1)  # creates/migrates the schema
-    retry_locked(mlflow_client.search_registered_models, max_results=1)  # the registry's too
-    found = retry_locked(mlflow_client.get_experiment_by_name, experiment)
+    mlflow_client.search_experiments(max_results=1)  # creates/migrates the schema
+    mlflow_client.search_registered_models(max_results=1)  # the registry's too
+    found = mlflow_client.get_experiment_by_name(experiment)
     if found is not None:
         if found.lifecycle_stage == "deleted":
-            retry_locked(mlflow_client.restore_experiment, found.experiment_id)
+            mlflow_client.restore_experiment(found.experiment_id)
+        if EXPERIMENT_KIND_TAG not in found.tags:  # made before the tag existed (or elsewhere)
+            mlflow_client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG,
+                                             MACHINE_LEARNING_KIND)
         return found.experiment_id
     try:
-        return retry_locked(mlflow_client.create_experiment, experiment,
-                            artifact_location=_experiment_location(resolved, experiment))
+        return mlflow_client.create_experiment(
+            experiment, artifact_location=_experiment_location(resolved, experiment),
+            tags={EXPERIMENT_KIND_TAG: MACHINE_LEARNING_KIND})
     except Exception:  # another process (e.g. on a server store) created it meanwhile
-        found = retry_locked(mlflow_client.get_experiment_by_name, experiment)
+        found = mlflow_client.get_experiment_by_name(experiment)
         if found is None:
             raise
         return found.experiment_id
@@ -300,10 +291,10 @@ def mark_dead_runs(experiment_id: str) -> list[str]:
     (their processes cannot be checked from here)."""
     host = socket.gethostname()
     mlflow_client = client()
-    runs = retry_locked(mlflow_client.search_runs, [experiment_id],
-                        filter_string=f"attributes.status = 'RUNNING' and "
-                                      f"tags.`{HOST_TAG}` = '{_quote(host)}'",
-                        max_results=1000)
+    runs = mlflow_client.search_runs([experiment_id],
+                                     filter_string=f"attributes.status = 'RUNNING' and "
+                                                   f"tags.`{HOST_TAG}` = '{_quote(host)}'",
+                                     max_results=1000)
     killed = []
     for run in runs:
         tags = run.data.tags
@@ -315,7 +306,7 @@ def mark_dead_runs(experiment_id: str) -> list[str]:
         if process_alive(pid, started, run.info.start_time / 1000.0):
             continue
         set_tags({KILLED_TAG: f"process {pid} on {host} is gone"}, run_id=run.info.run_id)
-        retry_locked(mlflow_client.set_terminated, run.info.run_id, "KILLED")
+        mlflow_client.set_terminated(run.info.run_id, "KILLED")
         killed.append(run.info.run_id)
     return killed
 
@@ -373,12 +364,12 @@ def start_run(experiment_id: str, run_name: str | None = None,
     sweep; it then records this process as its owner); FINISHED on exit, KILLED on a signal
     (`Terminated`, KeyboardInterrupt), FAILED when the block raises anything else."""
     if run_id is not None:
-        run = retry_locked(mlflow.start_run, run_id=run_id)
+        run = mlflow.start_run(run_id=run_id)
         set_tags({**dict(tags or {}), **process_tags()}, run_id=run_id)
     else:
-        run = retry_locked(mlflow.start_run, experiment_id=experiment_id, run_name=run_name,
-                           tags={**dict(tags or {}), **process_tags()},
-                           description=description)
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
+                               tags={**dict(tags or {}), **process_tags()},
+                               description=description)
     with _finish(run):
         yield run
 
@@ -393,9 +384,9 @@ def start_child_run(parent_run_id: str, experiment_id: str, run_name: str | None
     """
     active = mlflow.active_run()
     nested = active is not None and active.info.run_id == parent_run_id
-    run = retry_locked(mlflow.start_run, experiment_id=experiment_id, run_name=run_name,
-                       nested=nested, parent_run_id=parent_run_id,
-                       tags={**dict(tags or {}), **process_tags()})
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested,
+                           parent_run_id=parent_run_id,
+                           tags={**dict(tags or {}), **process_tags()})
     with _finish(run):
         yield run
 
@@ -407,50 +398,38 @@ def _finish(run: mlflow.ActiveRun) -> Iterator[None]:
     except (Terminated, KeyboardInterrupt) as stop:
         with contextlib.suppress(Exception):  # the run is being closed: best effort
             set_tags({KILLED_TAG: str(stop) or type(stop).__name__}, run_id=run.info.run_id)
-        retry_locked(mlflow.end_run, status="KILLED")
+        mlflow.end_run(status="KILLED")
         raise
     except BaseException:
-        retry_locked(mlflow.end_run, status="FAILED")
+        mlflow.end_run(status="FAILED")
         raise
-    retry_locked(mlflow.end_run, status="FINISHED")
-
-
-def _param_value(value: Any) -> str:
-    text = "" if value is None else str(value)
-    return text if len(text) <= MAX_PARAM_LENGTH else text[:MAX_PARAM_LENGTH - 3] + "..."
+    mlflow.end_run(status="FINISHED")
 
 
 def log_flat_params(cfg: Any, prefix: str = "", run_id: str | None = None) -> dict[str, str]:
-    """Log a config dataclass (flattened, "train.lr") or a flat dict as params; returns them."""
+    """Log a config dataclass (flattened, "train.lr") or a flat dict as params; returns them.
+    (MLflow batches them; values longer than its limit are cut.)"""
     flat = cfg if isinstance(cfg, Mapping) else flatten(cfg)
-    params = {f"{prefix}{key}": _param_value(value) for key, value in flat.items()}
-    run_id = run_id or _active_run_id()
-    items = [Param(key, value) for key, value in sorted(params.items())]
-    for start in range(0, len(items), BATCH):
-        retry_locked(client().log_batch, run_id, params=items[start:start + BATCH])
+    params = {f"{prefix}{key}": "" if value is None else str(value)[:MAX_PARAM_LENGTH]
+              for key, value in flat.items()}
+    mlflow.log_params(params, run_id=run_id or _active_run_id())
     return params
 
 
 def log_scores(scores: Mapping[str, float], prefix: str = "", step: int | None = None,
                run_id: str | None = None) -> dict[str, float]:
-    """Log finite numbers as metrics `<prefix><name>` at `step` in one batch; returns them."""
+    """Log finite numbers as metrics `<prefix><name>` at `step`; returns them."""
     logged = {f"{prefix}{key}": float(value) for key, value in scores.items()
               if value is not None and math.isfinite(float(value))}
-    now = int(time.time() * 1000)
-    metrics = [Metric(key, value, now, step or 0) for key, value in sorted(logged.items())]
-    run_id = run_id or _active_run_id()
-    for start in range(0, len(metrics), BATCH):
-        retry_locked(client().log_batch, run_id, metrics=metrics[start:start + BATCH])
+    mlflow.log_metrics(logged, step=step or 0, run_id=run_id or _active_run_id())
     return logged
 
 
 def set_tags(tags: Mapping[str, Any], run_id: str | None = None) -> None:
     """Set string tags on a run (the active one by default)."""
-    from mlflow.entities import RunTag
-
     items = [RunTag(key, str(value)) for key, value in tags.items()]
     if items:
-        retry_locked(client().log_batch, run_id or _active_run_id(), tags=items)
+        client().log_batch(run_id or _active_run_id(), tags=items)
 
 
 def _active_run_id() -> str:
@@ -462,14 +441,49 @@ def _active_run_id() -> str:
 
 def child_runs(parent_run_id: str, experiment_id: str) -> list:
     """Runs tagged with `parent_run_id`, oldest first."""
-    return retry_locked(client().search_runs, [experiment_id],
-                        filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
-                        order_by=["attributes.start_time ASC"], max_results=1000)
+    return client().search_runs([experiment_id],
+                                filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+                                order_by=["attributes.start_time ASC"], max_results=1000)
+
+
+def set_description(markdown: str, run_id: str | None = None) -> None:
+    """The run's description (markdown, shown on its page in the UI: `mlflow.note.content`)."""
+    set_tags({NOTE_TAG: markdown}, run_id=run_id)
+
+
+def short_name(*parts: str, run_id: str, limit: int = 120) -> str:
+    """A readable run name: the non-empty parts and the run id's first 4 characters, e.g.
+    `sim-small train.lr=1e-3 3f2a` (long part lists are cut at `limit` characters)."""
+    text = " ".join(part for part in parts if part)
+    if len(text) > limit:
+        text = text[:limit - 3] + "..."
+    return f"{text} {run_id[:4]}".strip()
 
 
 def ui_command(uri: str) -> str:
-    """The command that browses this store: `mlflow ui ...` for SQLite, the URL otherwise."""
+    """The command that serves this store's UI (`mlflow ui ...`); for a server, its URL."""
     root = default_artifact_root(uri)
+    if uri.startswith(("http://", "https://")):
+        return uri
     if root is None:
-        return f"open {uri} in a browser"
+        return f"mlflow ui --backend-store-uri {uri}"
     return f"mlflow ui --backend-store-uri {uri} --default-artifact-root {root}"
+
+
+def ui_url(uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The experiment's (or run's) page in machine-learning mode: MLflow 3.17 opens an
+    experiment as GenAI unless the URL says `workflowType=machine_learning` (or the experiment
+    carries `mlflow.experimentKind`, which `prepare_store` sets)."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
+    page = f"{base}/#/experiments/{experiment_id}"
+    return f"{page}/runs/{run_id}?{ML_QUERY}" if run_id else f"{page}?{ML_QUERY}"
+
+
+def ui_links(uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """What a command that wrote runs prints last: how to open the UI, the experiment and run."""
+    lines = [] if uri.startswith(("http://", "https://")) else \
+        [f"browse the runs: {ui_command(uri)}"]
+    lines.append(f"experiment: {ui_url(uri, experiment_id)}")
+    if run_id:
+        lines.append(f"run:        {ui_url(uri, experiment_id, run_id)}")
+    return "\n".join(lines)

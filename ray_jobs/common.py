@@ -1,325 +1,180 @@
-"""The one place that wires Ray: cluster init/join, the per-worker data cache, tracked trials.
+"""The one place that wires Ray: the cluster, the trainable, the trials' MLflow runs.
 
-- `init_ray` joins a cluster (inside `ray job submit`, with RAY_ADDRESS, or a running local
-  head) or starts a local one with a bounded number of CPUs.
-- `share` puts a payload into the object store once per driver; `worker_data` resolves it at
-  most once per worker process (Tune reuses trial actors), so a sweep loads the features and
-  teacher scores once per worker, not once per trial or epoch.
-- `tracked_trial` wraps a trial body in an MLflow child run of the sweep's parent run (through
-  `pipelines.tracking`, `parent_run_id`): the trial's full config as params, every report as
-  metrics with steps, status FINISHED/FAILED. A trial stopped by the scheduler (ASHA) ends
-  FINISHED with the tag `vaplan.stopped_by_tune`.
-- `ChildRunCallback` (driver side) closes child runs a dead trial actor left RUNNING.
-The sweep driver itself (parent run, Tuner, resume) is `ray_jobs.sweep`.
+`run_trial` (every sweep's trainable) applies a trial's values to the base config and runs
+the job's body (`vaplan.method` calls that `tune.report`), data from `tune.with_parameters`.
+`TrialRuns`, a `tune.Callback` in the driver, makes each trial a child run of the sweep's
+parent run: workers never write to the store.
 """
 
 from __future__ import annotations
 
-import math
+import json
+import logging
 import os
 import signal
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import ray
 from ray import tune
+from ray.tune.utils import flatten_dict
 
 from pipelines import tracking
-from vaplan.config import ExperimentConfig, from_dict, replace_path
+from vaplan.config import ExperimentConfig, replace_path
 
-TRIAL_TAG = "vaplan.trial_id"
-SWEEP_TAG = "vaplan.sweep"
-STOPPED_TAG = "vaplan.stopped_by_tune"
-RUN_ID_KEY = "mlflow_run_id"  # reported with every Tune result
+TRIAL_TAG, SWEEP_TAG = "vaplan.trial_id", "vaplan.sweep"
 JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray in the driver of a submitted job
-MAX_CACHED = 4  # payloads kept per worker
+STOP = {"after": 0, "stopping": False}  # --interrupt-after N; set by a SIGTERM/SIGINT
 
 
-# ---------------------------------------------------------------- cluster
-
-def inside_ray_job() -> bool:
-    return JOB_ENV in os.environ
+def job_metadata() -> dict:
+    """The submitted job's metadata (`job_submission_id`, `job_name`, ...); {} outside a job."""
+    return json.loads(os.environ.get(JOB_ENV) or "{}").get("metadata") or {}
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None,
-             env_vars: Mapping[str, str] | None = None, quiet: bool = False) -> str:
-    """Join or start Ray; returns how ("job", "address", "auto", "local").
-
-    address: "local" forces a new local cluster, "auto"/None joins a running one (inside a
-    submitted job, RAY_ADDRESS or a local head) and falls back to local, anything else is a
-    cluster address. env_vars reach every worker through the runtime env (not inside a
-    submitted job, whose runtime env comes from `ray job submit --runtime-env-json`).
-    """
+             verbose: bool = False) -> str:
+    """Join or start Ray; returns how. address "local": a private cluster; None/"auto": the
+    job's cluster, RAY_ADDRESS or a local head, else a private one; else that address."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not verbose:  # our own lines instead: one per finished trial and a final table
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the legacy reporter is silent at verbose=0
+        for name in ("ray.tune", "ray._private.authentication"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     if ray.is_initialized():
         return "existing"
-    _reload_auth_mode()
-    runtime_env = {"env_vars": dict(env_vars)} if env_vars else None
-    kwargs = {"log_to_driver": not quiet, "logging_level": "WARNING"}
-    if inside_ray_job():
-        ray.init(**kwargs)
-        return "job"
-    if address not in (None, "auto", "local"):
-        ray.init(address=address, runtime_env=runtime_env, **kwargs)
-        return "address"
-    if address != "local":
-        try:
-            ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", runtime_env=runtime_env,
-                     **kwargs)
-            return "auto"
-        except ConnectionError:
-            pass
-    cpus = num_cpus or min(os.cpu_count() or 1, 8)
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, runtime_env=runtime_env,
-             object_store_memory=1 << 30, **kwargs)
-    return "local"
-
-
-def _reload_auth_mode() -> None:
-    """Ray caches RAY_AUTH_MODE when it first reads its config; make it see the current env
-    (a process that set RAY_AUTH_MODE/RAY_AUTH_TOKEN after importing ray)."""
-    try:
+    try:  # Ray caches RAY_AUTH_MODE when it first reads its config: make it see the env now
         from ray._raylet import Config
 
         Config.initialize("")
     except Exception:  # private API: without it the env must be set before importing ray
         pass
+    kwargs = {"log_to_driver": verbose, "logging_level": "INFO" if verbose else "WARNING"}
+    how = "job" if JOB_ENV in os.environ else \
+        "address" if address not in (None, "auto", "local") else address or "auto"
+    try:
+        if how != "local":
+            ray.init(address=None if how == "job" else address if how == "address"
+                     else os.environ.get("RAY_ADDRESS") or "auto", **kwargs)
+            return how
+    except ConnectionError:
+        if how != "auto":
+            raise
+    ray.init(address="local", num_cpus=num_cpus or min(os.cpu_count() or 1, 8),
+             include_dashboard=False, object_store_memory=1 << 30, **kwargs)
+    return "local"
 
 
-def shutdown_ray() -> None:
-    if ray.is_initialized():
-        ray.shutdown()
-
-
-# ---------------------------------------------------------------- shared data
-
-@dataclass(frozen=True)
-class Shared:
-    """A payload in the object store with a cache key (a dataset digest plus what it holds)."""
-
-    key: str
-    ref: Any  # ray.ObjectRef
-
-
-_CACHE: dict[str, Any] = {}
-_MEMO: dict[str, Any] = {}
-CACHE_STATS = {"hits": 0, "loads": 0}
-
-
-def share(obj: Any, key: str) -> Shared:
-    """Put `obj` into the object store once (numpy arrays are read zero-copy by workers)."""
-    return Shared(key, ray.put(obj))
-
-
-def worker_data(shared: Shared) -> Any:
-    """The payload of `shared`, fetched at most once per worker process."""
-    if shared.key in _CACHE:
-        CACHE_STATS["hits"] += 1
-        return _CACHE[shared.key]
-    while len(_CACHE) >= MAX_CACHED:
-        _CACHE.pop(next(iter(_CACHE)))
-    CACHE_STATS["loads"] += 1
-    _CACHE[shared.key] = ray.get(shared.ref)
-    return _CACHE[shared.key]
-
-
-def worker_memo(key: str, build: Callable[[], Any]) -> Any:
-    """A value derived from shared data, computed once per worker process (e.g. train labels)."""
-    if key not in _MEMO:
-        while len(_MEMO) >= MAX_CACHED:
-            _MEMO.pop(next(iter(_MEMO)))
-        _MEMO[key] = build()
-    return _MEMO[key]
-
-
-# ---------------------------------------------------------------- trials
-
-@dataclass(frozen=True)
-class SweepContext:
-    """What every trial of a sweep needs besides its config (passed with tune.with_parameters)."""
-
-    job: str
-    tracking_uri: str
-    experiment_id: str
-    parent_run_id: str
-    base: dict  # vaplan.config.to_dict(ExperimentConfig)
-    inject_failure: tuple[tuple[str, str], ...] = ()
-    tags: dict = field(default_factory=dict)
-
-
-class InjectedFailure(RuntimeError):
-    """Raised by trials matching --inject-failure (to exercise the failure path)."""
-
-
-def plain(value: Any) -> Any:
-    """numpy scalars -> Python scalars (configs from Tune samplers)."""
-    return value.item() if hasattr(value, "item") and not isinstance(value, (list, dict)) \
-        else value
-
-
-def flat_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"pld": {"visual_k": 5}} and {"pld.visual_k": 5} -> {"pld.visual_k": 5}."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flat_config(value, f"{name}."))
-        else:
-            flat[name] = plain(value)
-    return flat
+def dotted(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's config with dotted keys ({"pld": {"visual_k": 5}} -> {"pld.visual_k": 5})."""
+    return {k: v.item() if hasattr(v, "item") else v
+            for k, v in flatten_dict(dict(config), delimiter=".").items()}
 
 
 def apply_config(base: ExperimentConfig, config: Mapping[str, Any]) -> ExperimentConfig:
-    """The base experiment with a trial's (flat or nested) searched values applied."""
-    for key, value in flat_config(config).items():
+    """The base experiment with a trial's values applied (each checked by the config)."""
+    for key, value in dotted(config).items():
         base = replace_path(base, key, value)
     return base
 
 
-Report = Callable[..., None]
+def run_trial(config: dict, body: Callable, base: ExperimentConfig, done: Mapping[str, dict],
+              inject: tuple = (), **data: Any) -> None:
+    """Tune's trainable: `body(experiment, **data)`. A trial whose MLflow run already FINISHED
+    (Tune's saved state may lag behind a stop) reports that run's metrics and returns."""
+    trial_id = tune.get_context().get_trial_id()
+    if trial_id in done:
+        return tune.report(done[trial_id])
+    values = dotted(config)
+    for key, value in inject:
+        if str(values.get(key)) == value:
+            raise RuntimeError(f"injected failure for {key}={value} (--inject-failure)")
+    body(apply_config(base, values), **data)
 
 
-class Reporter:
-    """Logs metrics to the trial's MLflow run (with a step), then reports them to Tune."""
-
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
-        self.reports = 0
-
-    def __call__(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        finite = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
-        tracking.log_scores(finite, step=step, run_id=self.run_id)
-        self.reports += 1
-        tune.report({**finite, RUN_ID_KEY: self.run_id})
+def finished_trials(experiment_id: str, parent_run_id: str) -> dict[str, Any]:
+    """{Tune trial id: FINISHED MLflow run} of the sweep's parent run."""
+    runs = tracking.client().search_runs(
+        [experiment_id], max_results=5000,
+        filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent_run_id}' and "
+                      f"attributes.status = 'FINISHED'")
+    return {run.data.tags[TRIAL_TAG]: run for run in runs if TRIAL_TAG in run.data.tags}
 
 
-def tracked_trial(ctx: SweepContext, config: Mapping[str, Any],
-                  body: Callable[[ExperimentConfig, Reporter], None]) -> None:
-    """Run `body(experiment, report)` inside an MLflow child run of the sweep's parent.
-
-    A trial whose child run already FINISHED (Tune saves its experiment state only now and
-    then, so on --resume it may re-run trials that ended just before the stop) is not run
-    again: its recorded metrics are reported to Tune and it returns."""
-    os.environ.pop("MLFLOW_RUN_ID", None)  # never attach trials to a run named by the env
-    tracking.use_tracking_uri(ctx.tracking_uri)
-    trial = tune.get_context()
-    done = finished_trial_run(ctx.experiment_id, ctx.parent_run_id, trial.get_trial_id())
-    if done is not None:
-        tune.report({**done.data.metrics, RUN_ID_KEY: done.info.run_id})
-        return
-    searched = flat_config(config)
-    experiment = apply_config(from_dict(ExperimentConfig, ctx.base), searched)
-    tags = {TRIAL_TAG: trial.get_trial_id(), SWEEP_TAG: ctx.job,
-            "vaplan.worker_pid": str(os.getpid()), **cache_tags(), **ctx.tags}
-    stopped = False
-    with tracking.start_child_run(ctx.parent_run_id, ctx.experiment_id,
-                                  run_name=trial.get_trial_name(), tags=tags) as run:
-        tracking.log_flat_params(experiment)
-        tracking.log_flat_params(searched, prefix="search.")
-        reporter = Reporter(run.info.run_id)
-        try:
-            _maybe_fail(ctx, searched)
-            body(experiment, reporter)
-        except SystemExit:  # Tune stopped the trial at a report (ASHA): a normal end
-            tracking.set_tags({STOPPED_TAG: "true"}, run_id=run.info.run_id)
-            stopped = True
-    if stopped:
-        raise SystemExit(0)
+def metrics_of(result: Mapping[str, Any]) -> dict[str, float]:
+    """Our metrics in a Tune result (their names hold a "/"; Tune's own fields do not)."""
+    return {k: float(v) for k, v in result.items()
+            if "/" in k and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _maybe_fail(ctx: SweepContext, searched: Mapping[str, Any]) -> None:
-    for key, value in ctx.inject_failure:
-        if str(searched.get(key)) == value:
-            raise InjectedFailure(f"injected failure for {key}={value} (--inject-failure)")
+def run_name(values: Mapping[str, Any], keys: list[str], trial_id: str = "") -> str:
+    """A trial's name: its searched values (4 significant digits), then its number."""
+    shown = [f"{k.split('.', 1)[-1]}={f'{v:.4g}' if isinstance(v, float) else v}"
+             for k, v in values.items() if k.startswith(tuple(keys))]
+    return " ".join([*shown, trial_id.rsplit("_", 1)[-1]]).strip()
 
 
-def cache_tags() -> dict[str, str]:
-    """How often this worker process resolved vs reused shared payloads (logged as tags)."""
-    return {"vaplan.worker_cache_loads": str(CACHE_STATS["loads"]),
-            "vaplan.worker_cache_hits": str(CACHE_STATS["hits"])}
+class TrialRuns(tune.Callback):
+    """Driver side: every trial as an MLflow child run of the sweep's parent run, and one
+    printed line per finished trial. Pickled with the Tuner: it holds only plain data."""
 
+    def __init__(self, uri: str, experiment_id: str, parent_run_id: str, base: ExperimentConfig,
+                 keys: list[str], metric: str, job: str) -> None:
+        self.uri, self.experiment_id, self.parent_run_id = uri, experiment_id, parent_run_id
+        self.base, self.keys, self.metric, self.job = base, keys, metric, job
 
-class ChildRunCallback(tune.Callback):
-    """Driver side: a trial that ended while its child run is still RUNNING (its actor died)
-    gets the run closed as FAILED (error) or FINISHED (completed)."""
+    def setup(self, total_num_samples: int = 0, **info) -> None:
+        tracking.use_tracking_uri(self.uri)
+        self.done = set(finished_trials(self.experiment_id, self.parent_run_id))
+        self.runs, self.ended, self.total = {}, 0, total_num_samples  # open: trial id -> run
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str) -> None:
-        self.tracking_uri, self.experiment_id = tracking_uri, experiment_id
-        self.parent_run_id = parent_run_id
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        if trial.trial_id in self.done or trial.trial_id in self.runs:
+            return
+        values = dotted(trial.config)
+        tags = {tracking.PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial.trial_id,
+                SWEEP_TAG: self.job, **tracking.process_tags()}
+        run = tracking.client().create_run(
+            self.experiment_id, run_name=run_name(values, self.keys, trial.trial_id), tags=tags)
+        tracking.log_flat_params(apply_config(self.base, values), run_id=run.info.run_id)
+        self.runs[trial.trial_id] = run.info.run_id
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if trial.trial_id in self.runs:
+            tracking.log_scores(metrics_of(result), step=result.get("training_iteration"),
+                                run_id=self.runs[trial.trial_id])
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._close(trial, "FINISHED")
+        self._end(trial, "FINISHED")
+        if STOP["after"] and self.ended == STOP["after"]:
+            os.kill(os.getpid(), signal.SIGTERM)  # `ray job stop` on cue (resume tests)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._close(trial, "FAILED")
+        self._end(trial, "FAILED")
 
-    def _close(self, trial, status: str) -> None:
-        tracking.use_tracking_uri(self.tracking_uri)
-        client = tracking.client()
-        run_id = (trial.last_result or {}).get(RUN_ID_KEY)
-        if run_id and status == "FINISHED":
-            run = tracking.retry_locked(client.get_run, run_id)
-            runs = [run] if run.info.status == "RUNNING" else []
-        else:
-            runs = running_children(self.experiment_id, self.parent_run_id, trial.trial_id)
-        for run in runs:
-            tracking.retry_locked(client.set_terminated, run.info.run_id, status)
+    def on_experiment_end(self, trials, **info) -> None:
+        """Runs still open belong to trials the stop cut short: KILLED."""
+        for run_id in self.runs.values():
+            tracking.set_tags({"vaplan.interrupted": "true"}, run_id=run_id)
+            tracking.client().set_terminated(run_id, "KILLED")
 
-
-def finished_trial_run(experiment_id: str, parent_run_id: str, trial_id: str):
-    """The FINISHED child run of `parent_run_id` recorded for Tune trial `trial_id`, or None."""
-    runs = tracking.retry_locked(
-        tracking.client().search_runs, [experiment_id],
-        filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent_run_id}' and "
-                      f"tags.`{TRIAL_TAG}` = '{trial_id}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0] if runs else None
-
-
-def running_children(experiment_id: str, parent_run_id: str,
-                     trial_id: str | None = None) -> list:
-    """Child runs of `parent_run_id` (of one trial) still RUNNING."""
-    query = f"tags.`{tracking.PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'"
-    if trial_id:
-        query += f" and tags.`{TRIAL_TAG}` = '{trial_id}'"
-    return tracking.retry_locked(tracking.client().search_runs, [experiment_id],
-                                 filter_string=query, max_results=1000)
-
-
-# ---------------------------------------------------------------- interruption
-
-class Interruption:
-    """SIGTERM (what `ray job stop` sends) -> Tune's graceful stop (SIGUSR1), which saves the
-    experiment state so `--resume` continues with every finished trial kept."""
-
-    def __init__(self) -> None:
-        self.interrupted = False
-        self._previous = None
-
-    def __enter__(self) -> "Interruption":
-        self.interrupted = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        signal.signal(signal.SIGTERM, self._previous or signal.SIG_DFL)
-
-    def _handle(self, signum, frame) -> None:
-        self.interrupted = True
-        os.kill(os.getpid(), signal.SIGUSR1)  # Tune installs a SIGUSR1 handler during fit()
-
-
-INTERRUPT_AFTER = {"trials": 0}  # set by the driver from --interrupt-after (0 = never)
-
-
-class InterruptAfter(tune.Callback):
-    """Send ourselves SIGTERM after N finished trials: `ray job stop` on cue (resume tests)."""
-
-    def __init__(self) -> None:
-        self.finished = 0
-
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self.finished += 1
-        limit = INTERRUPT_AFTER["trials"]
-        if limit and self.finished == limit:
-            os.kill(os.getpid(), signal.SIGTERM)
+    def _end(self, trial, status: str) -> None:
+        self.ended += 1
+        run_id, result = self.runs.pop(trial.trial_id, None), trial.last_result or {}
+        line = f"{self.metric} {result.get(self.metric, float('nan')):.4g}"
+        tags = {}  # done: it returned, or a scheduler (ASHA) stopped it; else the stop cut it
+        if STOP["stopping"] and not result.get("done"):
+            status, line, tags = "KILLED", "KILLED by the stop", {"vaplan.interrupted": "true"}
+        if status == "FAILED":
+            try:  # the exception: the last line of the trial's error.txt
+                error = Path(trial.error_file).read_text().strip().splitlines()[-1]
+            except (OSError, TypeError, IndexError):
+                error = "error"
+            line, tags = f"FAILED: {error[:200]}", {"vaplan.error": error}
+        if run_id:
+            tracking.set_tags(tags, run_id=run_id)
+            tracking.client().set_terminated(run_id, status)
+        elif trial.trial_id in self.done:
+            line += " (recorded before the stop)"
+        name = run_name(dotted(trial.config), self.keys, trial.trial_id)
+        print(f"[{self.ended}/{self.total or '?'}] {name}: {line}", flush=True)

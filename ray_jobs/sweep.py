@@ -1,34 +1,32 @@
-"""The sweep driver shared by the jobs: options, MLflow parent run, Tuner, resume, the winner.
+"""The sweep driver every job shares: options, the parent run, the Tuner, the winner.
 
-`run_sweep(spec, opts, base, payloads)`:
-1. the search space is built and validated (before Ray or any trial starts);
-2. the MLflow store and experiment are prepared in the driver (SQLite schema race), one parent
-   run is opened (or re-opened on --resume) and records the base config and the space;
-3. the Tuner runs (`Tuner.restore(..., resume_errored=True)` on --resume), every trial a child
-   run; a failing trial is ERROR in Tune and FAILED in MLflow and the sweep goes on;
-4. the parent records the best trial (config, metrics, child run id) and the trial table.
-A sweep's folder `<storage>/<name>/` holds Tune's experiment state and `vaplan_sweep.json`
-(parent run id, space, base config), which is what --resume reads.
+Checked before Ray or MLflow start (one line, exit 2); a parent run `<job> <preset> <short id>`
+in `--experiment` (default `vaplan-sweeps`); `tune.Tuner` (or `Tuner.restore` on --resume);
+the winner by `ResultGrid.get_best_result`. Exit codes: 0 done, 2 invalid, 3 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
-import tempfile
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
-
-import mlflow
+from typing import Any, Callable, Iterator, Mapping
 
 from pipelines import tracking
 from ray_jobs import common, space as spaces
+from vaplan.cli import ArgumentParser
 from vaplan.config import ExperimentConfig, apply_overrides, from_dict, get_preset, to_dict
+from vaplan.errors import UserError
+from vaplan.io import atomic_write
 
-STATE_FILE = "vaplan_sweep.json"
+STATE_FILE = "vaplan_sweep.json"  # next to Tune's state: what --resume reads
+EXIT_INVALID, EXIT_INTERRUPTED = 2, 3
 
 
 @dataclass(frozen=True)
@@ -37,140 +35,18 @@ class SweepSpec:
 
     job: str  # "tune_plg"
     sections: tuple[str, ...]  # config sections it may search ("plg.",)
-    default_space: spaces.Space
-    metric: str  # what Tune (and ASHA) watch, reported by every trial (higher is better)
-    trainable: Callable  # fn(config, ctx, **payload)
-    objective: str = ""  # what picks the winner from the last reports ("" = metric)
-    default_num_samples: int = 1
-    scheduler: Callable[["SweepOptions", ExperimentConfig], Any] | None = None
-    uses_gpu: bool = False  # trials train a model (resources: --cpus/--gpus-per-trial)
+    default_space: dict
+    metric: str  # what Tune (and ASHA) watch in every report, higher is better
+    body: Callable  # body(experiment, **data) reports with tune.report
+    objective: str  # what picks the winner from the last reports
+    num_samples: int = 1
+    scheduler: Callable | None = None  # scheduler(opts, base) -> Tune scheduler or None
+    trains: bool = False  # trials train HAN (--cpus/--gpus-per-trial, torch threads)
 
-
-@dataclass
-class SweepOptions:
-    """Command-line options shared by every job (see `add_sweep_args`)."""
-
-    preset: str = "sim-small"
-    overrides: list[str] = field(default_factory=list)
-    space: list[str] = field(default_factory=list)
-    space_file: str | None = None
-    num_samples: int | None = None
-    max_concurrent: int = 0
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    address: str | None = None
-    num_cpus: int | None = None
-    tracking_uri: str | None = None
-    experiment: str = "vaplan"
-    storage_path: str | None = None
-    name: str | None = None
-    resume: bool = False
-    inject_failure: list[str] = field(default_factory=list)
-    interrupt_after: int = 0
-    seed: int = 0
-    quiet: bool = False
-    grace_period: int = 1  # ASHA (tune_train, retraining): epochs before the first cut
-    reduction_factor: float = 2.0  # ASHA: keep 1/reduction_factor at each rung
-    asha: bool = True
-
-
-def add_sweep_args(parser: argparse.ArgumentParser, job: str) -> None:
-    """The options every job understands."""
-    add = parser.add_argument
-    add("--preset", default="sim-small", help="vaplan.config preset (sim-tiny, sim-small, ...)")
-    add("--set", dest="overrides", action="append", default=[], metavar="section.option=value",
-        help="fixed config override, e.g. train.epochs=4 (repeatable)")
-    add("--space", action="append", default=[], metavar="option=values",
-        help="search dimension: plg.visual_threshold=0.040,0.041 (grid), "
-             "train.lr=loguniform:1e-4,1e-3, train.loss.variant=choice:richness,naive")
-    add("--space-file", default=None, help="JSON or YAML file of search dimensions")
-    add("--num-samples", type=int, default=None, help="Tune num_samples (grids multiply it)")
-    add("--max-concurrent", type=int, default=0, help="trials at once (0: as resources allow)")
-    add("--cpus-per-trial", type=float, default=1.0)
-    add("--gpus-per-trial", type=float, default=0.0,
-        help="fraction of a GPU per trial, e.g. 0.25 puts four trials on one GPU")
-    add("--address", default=None,
-        help="Ray address; default joins a running cluster (job, RAY_ADDRESS, local head) "
-             "or starts one; 'local' always starts a private one")
-    add("--num-cpus", type=int, default=None, help="CPUs of a private local Ray")
-    add("--tracking-uri", default=None,
-        help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db; "
-             "inside `ray job submit` ~/.vaplan/mlruns/mlflow.db)")
-    add("--experiment", default="vaplan", help="MLflow experiment name")
-    add("--storage-path", default=None,
-        help="Tune storage (default ~/ray_results; shared storage on a multi-node cluster)")
-    add("--name", default=None, help=f"sweep name (default {job}-<preset>-<time>)")
-    add("--resume", action="store_true",
-        help="resume the sweep --name (default: the latest of this job and preset)")
-    add("--inject-failure", action="append", default=[], metavar="option=value",
-        help="trials whose searched option has this value raise (tests the failure path)")
-    add("--interrupt-after", type=int, default=0, metavar="N",
-        help="stop the sweep like `ray job stop` after N finished trials (tests --resume)")
-    add("--seed", type=int, default=0, help="seed of the random search")
-    add("--quiet", action="store_true", help="less Ray/Tune output")
-
-
-def options_from_args(args: argparse.Namespace) -> SweepOptions:
-    names = SweepOptions.__dataclass_fields__
-    return SweepOptions(**{k: v for k, v in vars(args).items() if k in names})
-
-
-# ---------------------------------------------------------------- configuration
-
-def base_experiment(opts: SweepOptions, spec: SweepSpec | None = None) -> ExperimentConfig:
-    """Preset + --set overrides (+ device/threads for training trials); ConfigError if bad."""
-    base = apply_overrides(get_preset(opts.preset), list(opts.overrides))
-    if spec is not None and spec.uses_gpu:
-        threads = max(1, int(opts.cpus_per_trial))
-        device = "cuda" if opts.gpus_per_trial > 0 else base.train.device
-        base = apply_overrides(base, [f"train.device={device}", f"train.num_threads={threads}"])
-    return base
-
-
-def build_space(spec: SweepSpec, opts: SweepOptions, base: ExperimentConfig,
-                cli_items: list[str] | None = None) -> tuple[spaces.Space, int]:
-    """The validated space and num_samples (defaults < --space-file < --space)."""
-    file_space, extra = (spaces.load_space_file(opts.space_file) if opts.space_file
-                         else ({}, {}))
-    file_space = {k: v for k, v in file_space.items() if k.startswith(spec.sections)}
-    items = opts.space if cli_items is None else cli_items
-    space = spaces.build_space(spec.default_space, file_space, items, base, spec.sections)
-    num_samples = opts.num_samples or extra.get("num_samples") or spec.default_num_samples
-    if num_samples < 1:
-        raise spaces.SpaceError(f"--num-samples must be >= 1, got {num_samples}")
-    _check_failure_keys(opts, space)
-    return space, int(num_samples)
-
-
-def _check_failure_keys(opts: SweepOptions, space: spaces.Space) -> None:
-    for item in opts.inject_failure:
-        key = item.split("=", 1)[0]
-        if "=" not in item or key not in space:
-            raise spaces.SpaceError(f"--inject-failure {item!r}: expected option=value with an "
-                                    f"option of the space {sorted(space)}")
-
-
-def failure_pairs(opts: SweepOptions) -> tuple[tuple[str, str], ...]:
-    return tuple(tuple(item.split("=", 1)) for item in opts.inject_failure)  # type: ignore
-
-
-def job_tracking_uri(opts: SweepOptions) -> str:
-    """--tracking-uri > $MLFLOW_TRACKING_URI > ~/.vaplan/mlruns inside a submitted job (its
-    working dir is a temporary copy) > ./mlruns."""
-    if opts.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or not common.inside_ray_job():
-        return tracking.resolve_tracking_uri(opts.tracking_uri)
-    return tracking.resolve_tracking_uri(cwd=Path.home() / ".vaplan")
-
-
-def storage_root(opts: SweepOptions) -> Path:
-    return Path(opts.storage_path or Path.home() / "ray_results").expanduser().resolve()
-
-
-# ---------------------------------------------------------------- sweep state
 
 @dataclass
 class SweepState:
-    """What a sweep needs to be resumed (stored as <storage>/<name>/vaplan_sweep.json)."""
+    """A planned sweep; <storage>/<name>/vaplan_sweep.json once its parent run exists."""
 
     job: str
     name: str
@@ -184,80 +60,285 @@ class SweepState:
     best: dict = field(default_factory=dict)
 
     def save(self, folder: Path) -> None:
-        from vaplan.io import atomic_write
-
-        atomic_write(folder / STATE_FILE,
-                     json.dumps(self.__dict__, indent=2, sort_keys=True, default=str))
+        atomic_write(folder / STATE_FILE, json.dumps(self.__dict__, indent=2, default=str))
 
     @classmethod
     def load(cls, folder: Path) -> "SweepState":
-        path = folder / STATE_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"no sweep to resume at {folder} ({STATE_FILE} missing)")
-        return cls(**json.loads(path.read_text()))
+        return cls(**json.loads((folder / STATE_FILE).read_text()))
+
+    @property
+    def experiment(self) -> ExperimentConfig:
+        return from_dict(ExperimentConfig, self.base)
+
+    @property
+    def winner(self) -> ExperimentConfig:
+        """The base experiment with the best trial's values applied."""
+        return common.apply_config(self.experiment, self.best.get("best", {}))
 
 
-def resolve_name(job: str, opts: SweepOptions, root: Path) -> str:
-    """--name, else on --resume the latest `<job>-<preset>-*` sweep, else a new timestamped one."""
-    if opts.name:
-        return opts.name
+def parser(spec: SweepSpec, doc: str) -> ArgumentParser:
+    """The options every job understands (a job adds its own)."""
+    example = next(iter(spaces.searched(spec.default_space)), f"{spec.sections[0]}option")
+    p = ArgumentParser(prog=f"python -m ray_jobs.{spec.job}", description=doc.split("\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=doc.split("\n\n", 1)[-1])
+    add = p.add_argument
+    add("--preset", default="sim-small", help="config preset (sim-tiny, sim-small, ...)")
+    add("--set", dest="overrides", action="append", default=[], metavar="option=value",
+        help="fixed config override, e.g. train.epochs=4 (repeatable)")
+    add("--space", action="append", default=[], metavar="option=values",
+        help=f"search {'/'.join(s + '*' for s in spec.sections)}: {example}=v1,v2 (grid), "
+             f"{example}=choice:v1,v2, float=loguniform:lo,hi (uniform, randint too)")
+    add("--space-file", help="JSON/YAML file of Tune domains (docs/ray.md)")
+    add("--num-samples", type=int, help="Tune num_samples (grids multiply it)")
+    add("--max-concurrent", type=int, default=0, help="trials at once (0: as resources allow)")
+    add("--cpus-per-trial", type=float, default=1.0, help="also the trial's torch threads")
+    add("--gpus-per-trial", type=float, default=0.0, help="e.g. 0.25: four trials per GPU")
+    add("--address", help="Ray address; default: the job's cluster, RAY_ADDRESS or a local "
+                          "head, else a new one; 'local': always a new one")
+    add("--num-cpus", type=int, help="CPUs of a new local Ray")
+    add("--tracking-uri", help="MLflow store (default $MLFLOW_TRACKING_URI, else "
+                               "./mlruns/mlflow.db; in a Ray job ~/.vaplan/mlruns)")
+    add("--experiment", default="vaplan-sweeps", help="MLflow experiment (default vaplan-sweeps)")
+    add("--storage-path", help="Tune storage (default ~/ray_results)")
+    add("--name", help=f"sweep name (default {spec.job}-<preset>-<time>)")
+    add("--resume", action="store_true", help="resume --name (default: the newest of the preset)")
+    add("--inject-failure", action="append", default=[], metavar="option=value",
+        help="trials whose option has this value raise (tests the failure path)")
+    add("--interrupt-after", type=int, default=0, metavar="N",
+        help="stop like `ray job stop` after N finished trials (tests --resume)")
+    add("--seed", type=int, default=0, help="seed of the random search")
+    add("--verbose", action="store_true", help="Ray Tune's own progress output, worker logs")
+    add("--quiet", action="store_true", help=argparse.SUPPRESS)  # the default now
+    return p
+
+
+def base_experiment(opts, spec: SweepSpec) -> ExperimentConfig:
+    """Preset + --set (+ device and threads for training trials); ConfigError if bad."""
+    base = apply_overrides(get_preset(opts.preset), list(opts.overrides))
+    if spec.trains:
+        base = apply_overrides(base, [
+            f"train.device={'cuda' if opts.gpus_per_trial > 0 else base.train.device}",
+            f"train.num_threads={max(1, int(opts.cpus_per_trial))}"])
+    return base
+
+
+def sweep_folder(job: str, opts) -> Path:
+    """<storage>/<--name>, on --resume the newest `<job>-<preset>-*`, else a new name."""
+    root = Path(opts.storage_path or Path.home() / "ray_results").expanduser().resolve()
     prefix = f"{job}-{opts.preset}-"
-    if opts.resume:
-        found = sorted((p for p in root.glob(prefix + "*")
-                        if (p / STATE_FILE).is_file() or any(p.glob(f"*/{STATE_FILE}"))),
-                       key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise FileNotFoundError(f"--resume: no {prefix}* sweep under {root}; pass --name")
-        return found[-1].name
-    return prefix + time.strftime("%Y%m%d-%H%M%S")
+    if opts.name or not opts.resume:
+        return root / (opts.name or prefix + time.strftime("%Y%m%d-%H%M%S"))
+    found = sorted((p for p in root.glob(prefix + "*") if (p / STATE_FILE).is_file()
+                    or any(p.glob(f"*/{STATE_FILE}"))), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise UserError(f"--resume: no {prefix}* sweep under {root}; pass --name")
+    return found[-1]
 
 
-# ---------------------------------------------------------------- the parent run
-
-class ParentRun:
-    """The sweep's parent run (pipelines.tracking.start_run): opened fresh, or re-opened on
-    --resume, which records this driver as its owner (host/pid tags) so the dead-run sweep of
-    other processes leaves it alone."""
-
-    def __init__(self, experiment_id: str, name: str, tags: Mapping[str, str],
-                 run_id: str | None = None) -> None:
-        self.experiment_id, self.name, self.tags, self.run_id = experiment_id, name, tags, run_id
-        self._ctx = None
-
-    def __enter__(self) -> str:
-        self._ctx = tracking.start_run(self.experiment_id, run_name=self.name,
-                                       tags=dict(self.tags), run_id=self.run_id)
-        self.run_id = self._ctx.__enter__().info.run_id
-        return self.run_id
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        return bool(self._ctx.__exit__(exc_type, exc, tb))
-
-
-def end_parent(status: str) -> None:
-    """End the active parent run early with `status` (KILLED when interrupted)."""
-    tracking.retry_locked(mlflow.end_run, status=status)
+def plan(spec: SweepSpec, opts, folder: Path, base: ExperimentConfig | None = None,
+         items: list[str] | None = None, must_exist: bool = True) -> SweepState:
+    """The sweep to run: the stored one on --resume, else a new one (checked here)."""
+    if opts.resume and (folder / STATE_FILE).is_file():
+        return SweepState.load(folder)
+    if opts.resume and must_exist or not opts.resume and folder.exists():
+        raise UserError(f"sweep {folder.name!r} in {folder.parent}: " + (
+            "not found" if opts.resume else "exists; pass --resume or another --name"))
+    base = base or base_experiment(opts, spec)
+    file_space, samples = spaces.load_file(opts.space_file) if opts.space_file else ({}, None)
+    space = spaces.build_space(spec.default_space, {k: v for k, v in file_space.items()
+                                                    if k.startswith(spec.sections)},
+                               opts.space if items is None else items, base, spec.sections)
+    num_samples = opts.num_samples or samples or spec.num_samples
+    if num_samples < 1:
+        raise spaces.SpaceError(f"--num-samples must be >= 1, got {num_samples}")
+    in_job = common.job_metadata() and not (opts.tracking_uri or
+                                            os.environ.get("MLFLOW_TRACKING_URI"))
+    uri = tracking.resolve_tracking_uri(opts.tracking_uri, cwd=Path.home() / ".vaplan"
+                                        if in_job else None)  # a job's cwd is a temp copy
+    return SweepState(spec.job, folder.name, "", "", uri, to_dict(base), space, int(num_samples))
 
 
-def log_json_artifact(data: Any, name: str, run_id: str | None = None) -> None:
-    with tempfile.TemporaryDirectory(prefix="vaplan-sweep-") as tmp:
-        path = Path(tmp) / name
-        path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-        tracking.retry_locked(mlflow.log_artifact, str(path), run_id=run_id)
+@contextlib.contextmanager
+def ray_session(opts) -> Iterator[str]:
+    """Ray for one job (`common.init_ray`); shut down afterwards unless it was running."""
+    import ray
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    how = common.init_ray(opts.address, opts.num_cpus, verbose=opts.verbose)
+    resources = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+    print(f"ray: {how} cluster, resources {resources}", flush=True)
+    try:
+        yield how
+    finally:
+        if how != "existing":
+            ray.shutdown()
 
 
-def log_table_artifact(frame, name: str) -> None:
-    with tempfile.TemporaryDirectory(prefix="vaplan-sweep-") as tmp:
-        path = Path(tmp) / name
-        frame.to_csv(path, index=False)
-        tracking.retry_locked(mlflow.log_artifact, str(path))
+def run_sweep(spec: SweepSpec, opts, state: SweepState, folder: Path,
+              data_fn: Callable[[SweepState], Mapping[str, Any]],
+              tags: Mapping[str, str] | None = None) -> SweepState:
+    """Run (or resume) a planned sweep; trials get `data_fn(state)` via tune.with_parameters.
+    Returns the state: `finished` (False: interrupted) and `best` (values, metrics, run)."""
+    import mlflow
+
+    if state.finished:
+        print(f"{state.name}: already finished; nothing to resume", flush=True)
+        return state
+    started, job = time.perf_counter(), common.job_metadata()
+    state.experiment_id = tracking.prepare_store(state.tracking_uri, opts.experiment)
+    run_tags = {common.SWEEP_TAG: spec.job, "vaplan.sweep_name": state.name,
+                "vaplan.preset": opts.preset, **(tags or {}),
+                **{f"ray.{k}": v for k, v in job.items() if k in ("job_submission_id",
+                                                                  "job_name")}}
+    with tracking.start_run(state.experiment_id, tags=run_tags,
+                            run_id=state.parent_run_id or None) as run:
+        if not state.parent_run_id:
+            state.parent_run_id = run.info.run_id
+            tracking.client().update_run(state.parent_run_id, name=f"{spec.job} {opts.preset} "
+                                         f"{job.get('job_submission_id') or run.info.run_id[:8]}")
+            tracking.log_flat_params({"sweep.objective": spec.objective,
+                                      "sweep.num_samples": state.num_samples})
+            mlflow.log_dict(state.space, "search_space.json")
+            folder.mkdir(parents=True, exist_ok=True)
+            state.save(folder)
+        print(f"{state.name}: parent run "
+              f"{tracking.ui_url(state.tracking_uri, state.experiment_id, run.info.run_id)}")
+        grid = _fit(spec, opts, state, folder, data_fn(state))
+        state.best = _best(spec, state, grid)
+        if common.STOP["stopping"]:
+            tracking.set_tags({"vaplan.interrupted": "true"})
+            mlflow.end_run("KILLED")
+            print(f"{state.name}: interrupted; resume with --resume --name {state.name}")
+            return state
+        _log_parent(spec, opts, state, grid, time.perf_counter() - started)
+        state.finished = True
+        state.save(folder)
+        if not state.best.get("run_id"):
+            raise RuntimeError(f"{state.name}: every trial failed; see the runs of "
+                               f"{state.parent_run_id}")
+    print(tracking.ui_links(state.tracking_uri, state.experiment_id, state.parent_run_id),
+          flush=True)
+    return state
 
 
-def experiment_of(state: SweepState) -> ExperimentConfig:
-    return from_dict(ExperimentConfig, state.base)
+def _fit(spec: SweepSpec, opts, state: SweepState, folder: Path, data: Mapping[str, Any]):
+    """Tuner.fit, or Tuner.restore + fit on --resume: the ResultGrid."""
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    done = {trial_id: dict(run.data.metrics) for trial_id, run in
+            common.finished_trials(state.experiment_id, state.parent_run_id).items()}
+    trainable = tune.with_resources(
+        tune.with_parameters(common.run_trial, body=spec.body, base=state.experiment,
+                             done=done, inject=tuple(tuple(item.split("=", 1))
+                                                     for item in opts.inject_failure), **data),
+        {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial if spec.trains else 0})
+    common.STOP.update(after=opts.interrupt_after, stopping=False)
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours below, for both signals
+
+    def stop(signum, frame) -> None:  # SIGTERM (`ray job stop`), Ctrl+C: Tune's graceful
+        common.STOP["stopping"] = True  # stop (its SIGUSR1 handler), which saves the state
+        os.kill(os.getpid(), signal.SIGUSR1)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if opts.resume and tune.Tuner.can_restore(str(folder)):
+            tuner = tune.Tuner.restore(str(folder), trainable, resume_errored=True)
+        else:
+            callback = common.TrialRuns(state.tracking_uri, state.experiment_id,
+                                        state.parent_run_id, state.experiment,
+                                        spaces.searched(state.space), spec.objective, spec.job)
+            tuner = tune.Tuner(
+                trainable, param_space=spaces.param_space(state.space),
+                tune_config=tune.TuneConfig(
+                    metric=spec.metric, mode="max", num_samples=state.num_samples,
+                    scheduler=spec.scheduler(opts, state.experiment) if spec.scheduler else None,
+                    reuse_actors=True,  # max_concurrent_trials is ignored with this generator:
+                    search_alg=BasicVariantGenerator(random_state=opts.seed,
+                                                     max_concurrent=opts.max_concurrent)),
+                run_config=tune.RunConfig(name=folder.name, storage_path=str(folder.parent),
+                                          callbacks=[callback], verbose=int(opts.verbose),
+                                          failure_config=tune.FailureConfig(max_failures=0)))
+        return tuner.fit()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
-def new_state(spec: SweepSpec, name: str, uri: str, experiment_id: str, base: ExperimentConfig,
-              space: spaces.Space, num_samples: int) -> SweepState:
-    return SweepState(spec.job, name, "", experiment_id, uri, to_dict(base),
-                      spaces.space_to_dict(space), num_samples)
+def _best(spec: SweepSpec, state: SweepState, grid) -> dict:
+    """The winner by `get_best_result` (NaN/inf skipped): its values, metrics and run, and
+    the values of the ten best trials."""
+    scored = sorted((r for r in grid if r.error is None
+                     and math.isfinite(float(r.metrics.get(spec.objective, math.nan)))),
+                    key=lambda r: float(r.metrics[spec.objective]), reverse=True)
+    if not scored:
+        return {}
+    best = grid.get_best_result(spec.objective, "max")
+    best = best if best.error is None else scored[0]  # not a trial that failed later
+    run = common.finished_trials(state.experiment_id, state.parent_run_id).get(
+        best.metrics.get("trial_id"))
+    return {"best": common.dotted(best.config), "metrics": common.metrics_of(best.metrics),
+            "run_id": run and run.info.run_id,
+            "top": [common.dotted(r.config) for r in scored[:10]]}
+
+
+def _log_parent(spec: SweepSpec, opts, state: SweepState, grid, seconds: float) -> None:
+    """The winner's config (params) and metrics, counts, the trials table (also printed),
+    the description; the best trial's run gets `vaplan.best_trial=true`."""
+    import mlflow
+    import pandas as pd
+
+    keys, metric = tuple(spaces.searched(state.space)), spec.objective
+    tracking.log_scores({"sweep/num_trials": len(grid), "sweep/num_errored": grid.num_errors,
+                         "sweep/num_finished": grid.num_terminated, "sweep/seconds": seconds})
+    rows = [{**{k: v for k, v in common.dotted(r.config).items() if k.startswith(keys)},
+             "status": "FAILED" if r.error else "FINISHED",
+             **dict(sorted(common.metrics_of(r.metrics).items(), key=lambda kv: kv[0] != metric))}
+            for r in grid if r.config is not None]  # searched values, status, objective, rest
+    table = pd.DataFrame([{k: float(f"{v:.4g}") if type(v) is float else v  # 4 digits
+                           for k, v in row.items()} for row in rows])
+    table = table.sort_values(metric, ascending=False).reset_index(drop=True) \
+        if metric in table else table
+    best, run_id = state.best.get("best", {}), state.best.get("run_id")
+    if run_id is None:
+        return
+    tracking.log_flat_params(state.winner)
+    tracking.log_scores(state.best["metrics"])
+    tracking.set_tags({"vaplan.best_run_id": run_id})
+    tracking.set_tags({"vaplan.best_trial": "true"}, run_id=run_id)
+    mlflow.log_table(table, "trials.json")
+    uri, exp = state.tracking_uri, state.experiment_id
+    lines = [f"**{spec.job}** ({opts.preset}): {len(grid)} trials ({grid.num_errors} failed) "
+             f"in {seconds:.0f} s, objective `{metric}` (higher is better).", "",
+             f"**Best trial:** [{common.run_name(best, list(keys)) or run_id}]"
+             f"({tracking.ui_url(uri, exp, run_id)}): `{metric}` = "
+             f"{state.best['metrics'].get(metric, math.nan):.4g}", "",
+             "| option | searched | best |", "| --- | --- | --- |",
+             *[f"| `{k}` | {json.dumps(state.space[k])} | {best.get(k)} |" for k in keys],
+             "", "All trials, best first: artifact `trials.json`; the space: `search_space.json`."]
+    if not uri.startswith(("http://", "https://")):
+        lines += ["", f"The links work with `{tracking.ui_command(uri)}` running."]
+    tracking.set_description("\n".join(lines))
+    shown = [c for c in table.columns if "/" not in c or c == metric]
+    more = f"\n... {len(table) - 10} more in trials.json" if len(table) > 10 else ""
+    print(f"best trials:\n{table[shown].head(10).to_string(index=False)}{more}", flush=True)
+
+
+def run_job(spec: SweepSpec, opts, data_fn: Callable[[SweepState, Any], Mapping]) -> int:
+    """A single sweep job: plan (checked before Ray), load data, run; the exit status."""
+    folder = sweep_folder(spec.job, opts)
+    state = plan(spec, opts, folder)
+    dataset = load_dataset(state.experiment)
+    with ray_session(opts):
+        state = run_sweep(spec, opts, state, folder, lambda s: data_fn(s, dataset))
+    return 0 if state.finished else EXIT_INTERRUPTED
+
+
+def load_dataset(experiment: ExperimentConfig):
+    """The experiment's Dataset (LLP-sim or real LLP); a missing file is a user error."""
+    from vaplan.data.dataset import load_dataset as load
+
+    try:
+        return load(experiment.data, progress=False)
+    except FileNotFoundError as err:
+        raise UserError(str(err)) from None

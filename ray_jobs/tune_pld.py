@@ -1,204 +1,149 @@
-"""`python -m ray_jobs.tune_pld`: sweep PLD's K and alpha per modality -> denoised label quality.
+"""Sweep PLD's K and alpha per modality -> denoised label quality on val.
 
-Stage one runs once, as a Ray task with the trial resources: the pipeline's `generate_labels`
-and `train` steps (child runs of this sweep's parent, reused when an earlier run has them), or
-`--checkpoint han.pt`; its val (and, with --retrain-top, train) predictions are put into the
-object store and every trial only denoises (Eq. 10-11) and scores: `pld/val/<modality>/...`,
-`gain/<modality>/average` (vs the PLG labels) and the objective `pld/val/average`; the sweep's
-parent run gets the PLG baseline `plg/val/average` (printed too) to read the winner against.
-Default space: visual K 3..7 x alpha 10..50, audio K 5..7 x alpha 200..600 (225 trials).
-`--retrain-top N` then retrains HAN on the denoised labels of the N best settings (a second
-sweep with ASHA, val seg_type per epoch) and picks the winner by val seg_type.
+Stage one runs once in the driver (the pipeline's `generate_labels` + `train` steps under the
+sweep's parent run, reused when an earlier run has them, or `--checkpoint`); each trial only
+denoises its predictions (Eq. 10-11) and scores: `pld/val/<modality>/...`,
+`gain/<modality>/average` (vs PLG, logged as `plg/val/...` on the parent) and the objective
+`pld/val/average`. Default: visual K 3..7 x alpha 10..50, audio K 5..7 x alpha 200..600 (225
+trials). `--retrain-top N` retrains HAN on the N best settings (sweep `<name>-retrain`, ASHA).
 
-    python -m ray_jobs.tune_pld --preset sim-small [--checkpoint han.pt] [--retrain-top 2]
+examples:
+  python -m ray_jobs.tune_pld --preset sim-small [--checkpoint han.pt] [--retrain-top 2]
+  python -m ray_jobs.tune_pld --preset sim-tiny --space pld.visual_k=3,5 --space pld.audio_k=6
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
-import numpy as np
-
-from ray_jobs import jobs, tune_train
-from ray_jobs.space import Dimension
-from ray_jobs.sweep import SweepSpec
-from vaplan.cli import ArgumentParser, exits_on_user_error
+from ray_jobs import sweep, tune_train
+from vaplan.cli import exits_on_user_error
+from vaplan.errors import UserError
 
 OBJECTIVE = "pld/val/average"
-DEFAULT_SPACE = {
-    "pld.visual": Dimension("pld.visual", "fixed", (True,)),
-    "pld.audio": Dimension("pld.audio", "fixed", (True,)),
-    "pld.visual_k": Dimension("pld.visual_k", "grid", (3, 4, 5, 6, 7)),
-    "pld.visual_alpha": Dimension("pld.visual_alpha", "grid", (10.0, 20.0, 30.0, 40.0, 50.0)),
-    "pld.audio_k": Dimension("pld.audio_k", "grid", (5, 6, 7)),
-    "pld.audio_alpha": Dimension("pld.audio_alpha", "grid", (200.0, 400.0, 600.0)),
-}
+DEFAULT_SPACE = {"pld.visual": True, "pld.audio": True,
+                 "pld.visual_k": {"grid_search": [3, 4, 5, 6, 7]},
+                 "pld.visual_alpha": {"grid_search": [10.0, 20.0, 30.0, 40.0, 50.0]},
+                 "pld.audio_k": {"grid_search": [5, 6, 7]},
+                 "pld.audio_alpha": {"grid_search": [200.0, 400.0, 600.0]}}
 
 
-@dataclass
-class StageOne:
-    """The stage-one model's cached outputs, shared by every PLD trial."""
-
-    key: str  # checkpoint digest
-    source: str  # MLflow run id of the train step, or the checkpoint path
-    prob_val: np.ndarray  # (N, T, 2, C), index 0 audio, 1 visual
-    labels_val: object  # PseudoLabels (PLG) of val
-    gt_audio: np.ndarray
-    gt_visual: np.ndarray
-    plg_quality: dict
-    prob_train: np.ndarray | None = None
-    labels_train: object | None = None
-
-
-def denoise(prob_seg: np.ndarray, labels, pld):
-    """PLD of both modalities as configured (a modality that is off keeps its labels)."""
+def pld_quality(stage, pld) -> dict[str, float]:
+    """The denoised val labels' quality, flip rates, gain over PLG and the objective."""
     from vaplan.method import denoise_pseudo_labels
-
-    return denoise_pseudo_labels(prob_seg, labels, pld)
-
-
-def pld_quality(stage: StageOne, pld) -> dict[str, float]:
     from vaplan.pseudo_labels import pseudo_label_report
 
-    after = denoise(stage.prob_val, stage.labels_val, pld)
-    report = pseudo_label_report(after, stage.gt_audio, stage.gt_visual)
+    after = denoise_pseudo_labels(stage.prob_val, stage.labels_val, pld)
+    report = pseudo_label_report(after, stage.val.gt_audio, stage.val.gt_visual)
     scores = {f"pld/val/{key}": value for key, value in report.items()}
     scores[OBJECTIVE] = (report["audio/average"] + report["visual/average"]) / 2
-    for modality in ("audio", "visual"):
-        before = getattr(stage.labels_val, f"seg_{modality}").astype(bool)
-        flipped = before ^ getattr(after, f"seg_{modality}").astype(bool)
-        scores[f"pld/val/{modality}/flipped_percent"] = 100 * flipped.sum() / max(before.sum(), 1)
-        scores[f"gain/{modality}/average"] = (report[f"{modality}/average"]
-                                              - stage.plg_quality[f"{modality}/average"])
+    for m in ("audio", "visual"):
+        before = getattr(stage.labels_val, f"seg_{m}").astype(bool)
+        flipped = before ^ getattr(after, f"seg_{m}").astype(bool)
+        scores[f"pld/val/{m}/flipped_percent"] = 100 * flipped.sum() / max(before.sum(), 1)
+        scores[f"gain/{m}/average"] = report[f"{m}/average"] - stage.plg[f"{m}/average"]
     return scores
 
 
-def pld_trial(config: dict, ctx, stage) -> None:
-    from ray_jobs import common
+def pld_body(experiment, stage) -> None:
+    from ray import tune
 
-    data = common.worker_data(stage)
-    common.tracked_trial(ctx, config, lambda experiment, report: report(
-        pld_quality(data, experiment.pld)))
+    tune.report(pld_quality(stage, experiment.pld))
 
 
-def retrain_trial(config: dict, ctx, dataset, stage) -> None:
-    """Retrain HAN on the train split's denoised labels of one PLD setting."""
-    from ray_jobs import common
+def retrain_body(experiment, dataset, stage) -> None:
+    """Retrain HAN on the train labels denoised with this trial's PLD setting."""
+    from vaplan.method import denoise_pseudo_labels
 
-    data, one = common.worker_data(dataset), common.worker_data(stage)
-
-    def body(experiment, report) -> None:
-        labels = common.worker_memo(f"pld-train:{one.key}:{experiment.pld}",
-                                    lambda: denoise(one.prob_train, one.labels_train,
-                                                    experiment.pld))
-        tune_train.train_with_reports(experiment.train, data.train, labels, data.val, report)
-
-    common.tracked_trial(ctx, config, body)
+    labels = denoise_pseudo_labels(stage.prob_train, stage.labels_train, experiment.pld)
+    tune_train.fit_and_report(experiment.train, dataset, labels)
 
 
-SPEC = SweepSpec(job="tune_pld", sections=("pld.",), default_space=DEFAULT_SPACE,
-                 metric=OBJECTIVE, trainable=pld_trial, uses_gpu=True)
-RETRAIN_SPEC = SweepSpec(job="tune_pld_retrain", sections=("pld",), default_space={},
-                         metric=tune_train.METRIC, objective=tune_train.OBJECTIVE,
-                         trainable=retrain_trial, scheduler=tune_train.asha, uses_gpu=True)
+SPEC = sweep.SweepSpec(job="tune_pld", sections=("pld.",), default_space=DEFAULT_SPACE,
+                       metric=OBJECTIVE, objective=OBJECTIVE, body=pld_body,
+                       trains=True)
+RETRAIN_SPEC = sweep.SweepSpec(job="tune_pld_retrain", sections=("pld",), default_space={},
+                               metric=tune_train.METRIC, objective=tune_train.OBJECTIVE,
+                               body=retrain_body, scheduler=tune_train.asha, trains=True)
 
 
-def compute_stage_one(dataset, base: dict, uri: str, experiment_id: str, parent_run_id: str,
-                      checkpoint: str | None, with_train: bool) -> StageOne:
-    """Train (or load) the stage-one model, predict val (and train). Runs as a Ray task."""
-    from ray_jobs import common
-    from vaplan.config import ExperimentConfig, from_dict
-    from vaplan.pseudo_labels import generate_pseudo_labels, pseudo_label_report
+def stage_one(dataset, state: sweep.SweepState, checkpoint: str | None, with_train: bool):
+    """The stage-one model (trained by pipeline steps under the parent, or loaded), its
+    (N, T, 2, C) predictions and PLG labels of val (and train); the PLG baseline logged."""
+    from pipelines import steps, tracking
+    from pipelines.reuse import StepContext
+    from vaplan.method import make_pseudo_labels
+    from vaplan.pseudo_labels import pseudo_label_report
     from vaplan.train import load_checkpoint, predict
 
-    data, experiment = common.worker_data(dataset), from_dict(ExperimentConfig, base)
-    device = experiment.train.device
-    if checkpoint:
+    experiment, device = state.experiment, state.experiment.train.device
+    with tempfile.TemporaryDirectory(prefix="vaplan-stage-one-") as tmp:
+        if checkpoint:
+            key, source = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest(), checkpoint
+        else:
+            ctx = StepContext(state.experiment_id, state.parent_run_id, Path(tmp), True, False)
+            trained = steps.train(ctx, dataset, experiment.train,
+                                  steps.generate_labels(ctx, dataset, experiment.plg))
+            key, source = trained.digest(steps.CHECKPOINT), trained.run_id
+            checkpoint = trained.path(steps.CHECKPOINT)
         model, _, _ = load_checkpoint(checkpoint, device=device)
-        key, source = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest(), checkpoint
-    else:
-        model, key, source = _train_stage_one(data, experiment, uri, experiment_id,
-                                              parent_run_id)
-    labels = {name: generate_pseudo_labels(data.teachers[name], getattr(data, name).video_labels,
-                                           experiment.plg) for name in ("train", "val")}
-    val = data.val
-    quality = pseudo_label_report(labels["val"], val.gt_audio, val.gt_visual)
-    stage = StageOne(key, source, predict(model, val.features, device=device).prob_seg,
-                     labels["val"], val.gt_audio, val.gt_visual, quality)
+    val, labels = dataset.val, make_pseudo_labels(dataset, "val", experiment.plg)
+    plg = pseudo_label_report(labels, val.gt_audio, val.gt_visual)
+    stage = SimpleNamespace(val=val, labels_val=labels, plg=plg,
+                            prob_val=predict(model, val.features, device=device).prob_seg)
     if with_train:
-        stage.prob_train = predict(model, data.train.features, device=device).prob_seg
-        stage.labels_train = labels["train"]
+        stage.prob_train = predict(model, dataset.train.features, device=device).prob_seg
+        stage.labels_train = make_pseudo_labels(dataset, "train", experiment.plg)
+    baseline = {f"plg/val/{k}": v for k, v in plg.items()}
+    baseline["plg/val/average"] = (plg["audio/average"] + plg["visual/average"]) / 2
+    tracking.log_scores(baseline, run_id=state.parent_run_id)
+    print(f"stage one: model {key[:12]} from {source}; PLG labels on val (what {OBJECTIVE} must "
+          f"beat): average {baseline['plg/val/average']:.2f}", flush=True)
     return stage
 
 
-def _train_stage_one(data, experiment, uri: str, experiment_id: str, parent_run_id: str):
-    """The pipeline's generate_labels + train steps (reused across runs with the same inputs)."""
-    from pipelines import steps, tracking
-    from pipelines.reuse import StepContext
-    from vaplan.train import load_checkpoint
+def stage_data(dataset, checkpoint: str | None, with_train: bool):
+    """A data_fn making stage one once per process (the PLD sweep and the retraining)."""
+    made: dict = {}
 
-    tracking.use_tracking_uri(uri)
-    with tempfile.TemporaryDirectory(prefix="vaplan-stage-one-") as tmp:
-        ctx = StepContext(experiment_id, parent_run_id, Path(tmp), reuse=True, progress=False)
-        labels = steps.generate_labels(ctx, data, experiment.plg)
-        trained = steps.train(ctx, data, experiment.train, labels)
-        model, _, _ = load_checkpoint(trained.path(steps.CHECKPOINT),
-                                      device=experiment.train.device)
-        return model, trained.digest(steps.CHECKPOINT), trained.run_id
-
-
-def report_plg_baseline(plg_quality: dict[str, float], parent_run_id: str) -> None:
-    """Log the PLG labels' val quality on the sweep's parent run (`plg/val/...`, and
-    `plg/val/average` next to the objective) and print it: a PLD setting is only worth using
-    above it (the pipeline's `pld.apply=auto` keeps PLG otherwise)."""
-    from pipelines import tracking
-
-    baseline = {f"plg/val/{key}": value for key, value in plg_quality.items()}
-    baseline["plg/val/average"] = (plg_quality["audio/average"]
-                                   + plg_quality["visual/average"]) / 2
-    tracking.log_scores(baseline, run_id=parent_run_id)
-    print(f"PLG baseline on val (what {OBJECTIVE} must beat): average "
-          f"{baseline['plg/val/average']:.2f} (audio {plg_quality['audio/average']:.2f}, "
-          f"visual {plg_quality['visual/average']:.2f})", flush=True)
-
-
-def stage_one_data(opts, shared_dataset, checkpoint: str | None, with_train: bool):
-    """data_fn of the PLD sweep: run stage one as a Ray task, share its outputs."""
-    def make(base, uri, experiment_id, parent):
-        import ray
-
-        from ray_jobs import common
-        from vaplan.config import to_dict
-
-        task = ray.remote(num_cpus=opts.cpus_per_trial, num_gpus=opts.gpus_per_trial)(
-            compute_stage_one)
-        stage = ray.get(task.remote(shared_dataset, to_dict(base), uri, experiment_id, parent,
-                                    checkpoint, with_train))
-        print(f"stage one: model {stage.key[:12]} from {stage.source}", flush=True)
-        report_plg_baseline(stage.plg_quality, parent)
-        return {"stage": common.share(stage, f"stage-one:{stage.key}:{with_train}")}
-    return make
+    def data(state: sweep.SweepState) -> dict:
+        made["stage"] = made.get("stage") or stage_one(dataset, state, checkpoint, with_train)
+        return {"stage": made["stage"]}
+    return data
 
 
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m ray_jobs.tune_pld",
-                                     description=__doc__.split("\n")[0])
-    jobs.add_args(parser, SPEC.job)
+    parser = sweep.parser(SPEC, __doc__)
     tune_train.add_asha_args(parser)
-    parser.add_argument("--checkpoint", default=None,
-                        help="stage-one vaplan checkpoint (default: train it with the base config)")
+    parser.add_argument("--checkpoint", help="stage-one checkpoint (default: train it)")
     parser.add_argument("--retrain-top", type=int, default=0, metavar="N",
                         help="retrain HAN on the denoised labels of the N best settings")
-    args = parser.parse_args(argv)
-    if args.checkpoint and not Path(args.checkpoint).is_file():
-        return jobs.refuse(FileNotFoundError(f"--checkpoint {args.checkpoint} does not exist"))
-    return jobs.run_pld(SPEC, RETRAIN_SPEC, args, stage_one_data)
+    opts = parser.parse_args(argv)
+    if opts.checkpoint and not Path(opts.checkpoint).is_file():
+        raise UserError(f"--checkpoint {opts.checkpoint} does not exist")
+    folder = sweep.sweep_folder(SPEC.job, opts)
+    state = sweep.plan(SPEC, opts, folder)
+    dataset = sweep.load_dataset(state.experiment)
+    data = stage_data(dataset, opts.checkpoint, opts.retrain_top > 0)
+    with sweep.ray_session(opts):
+        state = sweep.run_sweep(SPEC, opts, state, folder, data)
+        if state.finished and opts.retrain_top:
+            second = folder.with_name(f"{folder.name}-retrain")
+            settings = [{k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("pld.")}
+                        for values in state.best["top"][:opts.retrain_top]]
+            retrain = sweep.SweepState.load(second) if opts.resume and \
+                (second / sweep.STATE_FILE).is_file() else sweep.SweepState(
+                    RETRAIN_SPEC.job, second.name, "", "", state.tracking_uri,
+                    sweep.to_dict(state.winner), {"pld": {"grid_search": settings}}, 1)
+            state = sweep.run_sweep(RETRAIN_SPEC, opts, retrain, second,
+                                    lambda s: {"dataset": dataset, **data(s)},
+                                    tags={"vaplan.sweep_of": state.parent_run_id})
+    return 0 if state.finished else sweep.EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # run the importable module so Ray pickles its functions by name

@@ -1,7 +1,8 @@
 """Issue 18: what training LLP-sim on test patterns was worth (val vs val+test pattern bank).
 
 For every seed s and every bank, builds LLP-sim with data.sim.seed = s and
-data.sim.pattern_bank = bank, trains HAN with the Table 5 row-① loss (`baseline`, Eq. 2) with
+data.sim.pattern_bank = bank, trains HAN for each requested Table 5 row (--rows: 1 = loss
+`baseline`, Eq. 2, on the weak labels; 2 = loss `video` on the PLG video-level labels) with
 train.seed = s, keeps the best val epoch (train.select_metric) and evaluates it on test. For one
 seed both banks share the simulator's world (prototypes, teacher biases) and the val/test
 features and teacher scores; only the sampled train truth (and so the train features and train
@@ -120,7 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.out is None:
         parser.error("--out is required unless --summarise is given")
-    base = apply_overrides(get_preset(args.preset), args.overrides)
+    try:
+        base = apply_overrides(get_preset(args.preset), args.overrides)
+    except (KeyError, ValueError) as err:
+        parser.error(str(err))
+    if base.data.source != "sim":
+        parser.error(f"preset {args.preset!r} reads data.source={base.data.source!r}; the pattern "
+                     "bank exists only for LLP-sim (data.source=sim)")
     records = []
     for seed in args.seeds:  # seed outermost: an interrupted run still has paired banks
         for row in args.rows:

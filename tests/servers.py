@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
 
 
 def free_ports(count: int = 1) -> list[int]:
@@ -42,3 +47,37 @@ def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
+
+
+@contextlib.contextmanager
+def mlflow_server(root: Path, backend_uri: str, *store_args: str,
+                  start_timeout_s: float = 90) -> Iterator[str]:
+    """A real `mlflow server` on a free 127.0.0.1 port over `backend_uri` (`store_args` e.g.
+    `--artifacts-destination DIR`), log in root/server.log; yields its URL once /health
+    answers; always stopped. MLflow 3 servers start ~6 background "huey" job workers
+    (~300 MB each): off here (MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false)."""
+    port, log = free_port(), Path(root) / "server.log"
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
+               str(port), "--backend-store-uri", backend_uri, *store_args, "--workers", "1"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    with open(log, "w") as handle:
+        server = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env,
+                                  cwd=root, start_new_session=True)
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + start_timeout_s
+    try:
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with {server.returncode}:\n"
+                                   f"{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"mlflow server at {url} not healthy after "
+                                       f"{start_timeout_s}s:\n{log.read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        stop_process_group(server, grace_s=20, kill_wait_s=10)  # it forks workers

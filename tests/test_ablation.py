@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 import vaplan.ablation as table5
 from pipelines import ablation as runner
 from pipelines import tracking
-from pipelines.steps import load_data
+from vaplan.data.dataset import load_dataset
 from vaplan.cli import app, run_app
 from vaplan.config import apply_overrides, get_preset
 from vaplan.errors import ConfigError
@@ -48,7 +48,7 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def dataset(cfg):
-    return load_data(cfg.data)
+    return load_dataset(cfg.data)
 
 
 @pytest.fixture()

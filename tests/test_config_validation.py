@@ -267,16 +267,16 @@ def test_space_values_are_typed_by_the_config():
     from ray_jobs import space as spaces
 
     base = get_preset("sim-tiny")
-    space = spaces.build_space({}, {"train.lr": spaces.Dimension("train.lr", "grid", (1, 2e-4)),
-                                    "pld.visual": spaces.Dimension("pld.visual", "fixed", (True,))},
+    space = spaces.build_space({}, {"train.lr": {"grid_search": [1, 2e-4]}, "pld.visual": True},
                                ["pld.visual_k=randint:3,7"], base, ("train.", "pld."))
-    assert space["train.lr"].values == (1.0, 2e-4) and type(space["train.lr"].values[0]) is float
-    assert space["pld.visual_k"].values == (3, 7)
-    json_space = {"pld.visual_k": spaces.Dimension("pld.visual_k", "grid", (5, 5.5))}
+    assert space["train.lr"] == {"grid_search": [1.0, 2e-4]}
+    assert type(space["train.lr"]["grid_search"][0]) is float
+    assert space["pld.visual_k"] == {"randint": [3, 7]} and space["pld.visual"] is True
+    json_space = {"pld.visual_k": {"grid_search": [5, 5.5]}}
     with pytest.raises(spaces.SpaceError, match="pld.visual_k must be an integer in 1..10, "
                                                 "got 5.5"):
         spaces.build_space({}, json_space, [], base, ("pld.",))
-    bool_space = {"pld.audio": spaces.Dimension("pld.audio", "grid", (True, 1))}
+    bool_space = {"pld.audio": {"grid_search": [True, 1]}}
     with pytest.raises(spaces.SpaceError, match="pld.audio must be true or false, got 1"):
         spaces.build_space({}, bool_space, [], base, ("pld.",))
 

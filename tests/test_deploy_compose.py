@@ -34,7 +34,9 @@ VAR_REF = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")  # ${NAME}, ${NAME:-x},
 
 
 def _pyproject_pins() -> dict[str, str]:
-    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    deps = project["dependencies"] + [dep for extra in project["optional-dependencies"].values()
+                                      for dep in extra]  # the library's, then the extras'
     pins = {}
     for dep in deps:
         match = re.match(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==([\w.]+)$", dep.strip())
@@ -86,6 +88,8 @@ def _pip_installs(lines: list[str]) -> list[list[str]]:
     """`pip install` argument lists, without --quiet and without the pip self-upgrade."""
     found = []
     for line in lines:
+        if "pip" not in line or "install" not in line:  # other recipes may not be shell-quotable
+            continue
         words = shlex.split(line.split("&&")[0].replace("$(PY) -m ", ""))
         if "pip" in words and "install" in words:
             args = words[words.index("install") + 1:]

@@ -18,11 +18,12 @@ from pipelines import commands, registry, tracking
 from pipelines.artifacts import read_json, read_labels, sha256_file
 from pipelines.config import pipeline_config_from_preset
 from pipelines.pipeline import run
-from pipelines.steps import CHECKPOINT, PLD_FILE, PLG_FILE, load_data
+from pipelines.steps import CHECKPOINT, PLD_FILE, PLG_FILE
 from pipelines.steps.common import DENOISED_FILE
 from pipelines.steps.evaluation import champion_scorer, gate_score_key
 from pipelines.steps.labels import CHOICE_FILE
 from vaplan.config import PLDConfig, RegistryConfig
+from vaplan.data.dataset import load_dataset
 from vaplan.data.types import Features, PseudoLabels
 from vaplan.method import apply_label_choice, choose_labels
 from vaplan.pseudo_labels import label_quality
@@ -67,7 +68,7 @@ def test_gate_keeps_a_candidate_above_the_champion_by_less_than_the_noise():
     assert "not better beyond the noise" in kept.reason
     tags = kept.tags()
     assert tags["vaplan.promotion.decision"] == "kept"
-    assert tags["vaplan.promotion.improvement"] == "+0.200000"
+    assert tags["vaplan.promotion.improvement"] == "+0.200"
     assert tags["vaplan.promotion.interval"].endswith("at 95%")
     assert len(tags) <= 6
     text = kept.description()
@@ -180,7 +181,7 @@ def seeds(tmp_path_factory):
     uri = f"sqlite:///{root}/mlruns/mlflow.db"
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        dataset = load_data(pipeline_config_from_preset("sim-tiny").experiment.data)
+        dataset = load_dataset(pipeline_config_from_preset("sim-tiny").experiment.data)
         results = []
         for seed in (0, 1):
             cfg = pipeline_config_from_preset(
@@ -206,7 +207,7 @@ def test_second_seed_is_gated_with_an_interval(seeds):
     mv = client.get_model_version(MODEL, second.registration["version"])
     assert mv.tags["vaplan.promotion.interval"].endswith("at 95%")
     assert float(mv.tags["vaplan.promotion.improvement"]) == pytest.approx(
-        decision["improvement"], abs=1e-6)
+        decision["improvement"], abs=5e-4)  # three decimals
     assert decision["reason"] in mv.description and "Labels it was trained on" in mv.description
     aliases = {k: str(v) for k, v in client.get_registered_model(MODEL).aliases.items()}
     champion = second.registration["version"] if decision["promoted"] else \
@@ -228,7 +229,7 @@ def test_registered_versions_against_the_real_champion(seeds):
     reference = scorer(held)  # the champion's per-video val scores, pulled from the registry
     n = reference.size
     assert reference.mean() == pytest.approx(
-        registry.version_score(MODEL, held, "val/seg_type"), abs=1e-5)
+        registry.version_score(MODEL, held, "val/seg_type"), abs=1e-4)
     near = client.create_model_version(MODEL, champion.source, run_id=champion.run_id)
     kept = registry.apply_promotion_gate(MODEL, near.version, reference + _noise(n, 8.0, 4) + 0.1,
                                          "val/seg_type", CFG, scorer)

@@ -24,12 +24,12 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.models import Model
 
-from pipelines import commands, registry
+from pipelines import commands
 from pipelines.config import pipeline_config_from_preset
 from pipelines.pipeline import run
 from pipelines.pyfunc_model import (INTEGRITY_FILE, UnverifiedModelWarning, VaplanHanModel,
                                     integrity_record, verify_digests, verify_integrity_file)
-from pipelines.steps import load_data
+from vaplan.data.dataset import load_dataset
 from vaplan.errors import IntegrityError, UserError
 from vaplan.metrics import SCORE_KEYS
 
@@ -107,7 +107,7 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dataset():
-    return load_data(pipeline_config_from_preset("sim-tiny").experiment.data)
+    return load_dataset(pipeline_config_from_preset("sim-tiny").experiment.data)
 
 
 @pytest.fixture(scope="module")

@@ -7,74 +7,46 @@ stopped.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
+import json
+import re
+import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import mlflow
 import pytest
 from mlflow import MlflowClient
 
 from pipelines import commands, tracking
-from servers import free_port, stop_process_group
+from servers import mlflow_server
 from pipelines.config import STEP_NAMES, pipeline_config_from_preset
 from pipelines.pipeline import run
 from vaplan.metrics import SCORE_KEYS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MODEL = "vaplan-han-server-test"
-START_TIMEOUT_S = 90
-
-
-def _wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {server.returncode}:\n"
-                               f"{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"mlflow server at {url} not healthy after {START_TIMEOUT_S}s:\n"
-                       f"{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
 def server_uri(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow-server")
-    port, log = free_port(), root / "server.log"
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
-               "--port", str(port), "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-               "--artifacts-destination", str(root / "artifacts"), "--workers", "1"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    # MLflow 3 servers start ~6 background "huey" job workers (~300 MB each); not needed here.
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    with open(log, "w") as handle:
-        server = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env,
-                                  cwd=root, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, server, log)
-        with pytest.MonkeyPatch.context() as patch:
-            patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-            yield url, root
-            mlflow.set_tracking_uri(None)
-    finally:
-        stop_process_group(server, grace_s=20, kill_wait_s=10)  # it forks workers
+    with mlflow_server(root, f"sqlite:///{root}/mlflow.db", "--artifacts-destination",
+                       str(root / "artifacts")) as url, pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield url, root
+        mlflow.set_tracking_uri(None)
 
 
-def test_pipeline_over_http(server_uri):
-    url, root = server_uri
+@pytest.fixture(scope="module")
+def result(server_uri):
+    url, _ = server_uri
     overrides = ["train.epochs=1", "train.num_threads=1"]
     cfg = pipeline_config_from_preset("sim-tiny", overrides, tracking_uri=url, model_name=MODEL,
                                       progress=False)
-    result = run(cfg)
+    return run(cfg)
+
+
+def test_pipeline_over_http(server_uri, result):
+    url, root = server_uri
     assert result.tracking_uri == url and mlflow.get_tracking_uri() == url
 
     client = MlflowClient(tracking_uri=url, registry_uri=url)
@@ -97,3 +69,66 @@ def test_pipeline_over_http(server_uri):
     assert aliases == {"candidate": str(version.version), "champion": str(version.version)}
     scores = commands.evaluate_registered(f"models:/{MODEL}@champion", "test", tracking_uri=url)
     assert scores == pytest.approx(result.test_scores, abs=1e-4)
+
+
+# ---- what a user sees: the store read through MLflow's REST API (what the UI reads) --------
+
+STEP_SECTIONS = {"generate_labels": ("plg.",), "train": ("train.",), "denoise": ("pld.",),
+                 "retrain": ("train.",), "evaluate": ("pipeline.",),
+                 "register": ("registry.", "pipeline.")}
+SECTIONS = ("data.", "train.", "plg.", "pld.", "registry.", "pipeline.")
+
+
+def _rest(url: str, path: str, body: dict | None = None, **query: str) -> dict:
+    """GET (query) or POST (body) on /api/2.0/mlflow/<path>; the decoded JSON answer."""
+    address = f"{url}/api/2.0/mlflow/{path}"
+    if query:
+        address += "?" + urllib.parse.urlencode(query)
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(address, data=data,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def _params(run: dict) -> dict[str, str]:
+    return {p["key"]: p["value"] for p in run["data"].get("params", [])}
+
+
+def _tags(entity: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in entity.get("tags", []) or entity["data"].get("tags", [])}
+
+
+def test_rest_api_shows_names_descriptions_and_few_tags(server_uri, result):
+    url, _ = server_uri
+    experiment = _rest(url, "experiments/get", experiment_id=result.experiment_id)["experiment"]
+    assert _tags(experiment)["mlflow.experimentKind"] == "custom_model_development"  # ML mode
+
+    parent = _rest(url, "runs/get", run_id=result.parent_run_id)["run"]
+    name = parent["info"]["run_name"]
+    assert re.fullmatch(r"sim-tiny train\.epochs=1 train\.num_threads=1 [0-9a-f]{4}", name), name
+    description = _tags(parent)["mlflow.note.content"]
+    assert "**Promotion gate: promoted to `champion`**" in description
+    assert "| test | " in description and "**Pseudo labels on val**" in description
+    params = _params(parent)
+    assert params["train.lr"] == "0.0003" and "lr" not in params
+    assert not [key for key in params if not key.startswith(SECTIONS)], sorted(params)
+
+    children = _rest(url, "runs/search", {
+        "experiment_ids": [result.experiment_id], "max_results": 100,
+        "filter": f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'"})["runs"]
+    assert sorted(run["info"]["run_name"] for run in children) == sorted(STEP_NAMES)
+    for child in children:  # only its own section, under the parent's names and values
+        own = _params(child)
+        assert own and all(key.startswith(STEP_SECTIONS[child["info"]["run_name"]])
+                           for key in own), own
+        assert {k: v for k, v in own.items() if k in params} == \
+            {k: params[k] for k in own if k in params}
+
+    version = _rest(url, "model-versions/get", name=MODEL,
+                    version=result.registration["version"])["model_version"]
+    assert len(_tags(version)) <= 8, _tags(version)
+    assert {"vaplan.sha256.checkpoint", "vaplan.sha256.labels"} <= set(_tags(version))
+    assert "**Promotion gate" in version["description"] and "**Scores**" in version["description"]
+    assert commands.logged_scores(MODEL, version=int(version["version"]), tracking_uri=url) == \
+        pytest.approx(result.test_scores, abs=1e-9)  # the rest: registration.json of its run

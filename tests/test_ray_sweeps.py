@@ -1,12 +1,14 @@
 """Ray Tune sweeps on LLP-sim (sim-tiny) in one private local Ray (2 CPUs) with a real MLflow
-SQLite store: child runs under a parent (params, metrics with steps), a failing trial, ASHA
-training trials, PLD with retraining, an interrupted sweep resumed without re-running finished
-trials, and invalid spaces refused before anything starts. Ray is always shut down."""
+SQLite store: trial runs logged by the driver under a parent in `vaplan-sweeps` (params,
+metrics with steps), the best trial tagged and linked, the trials table, a failing trial,
+ASHA training trials, PLD with retraining, an interrupted sweep resumed without re-running
+finished trials, and invalid spaces refused before anything starts. Ray is always shut down."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import socket
 
@@ -15,7 +17,7 @@ from servers import dead_pid
 
 from pipelines import tracking
 from ray_jobs import common, space as spaces, tune_pld, tune_plg, tune_train
-from ray_jobs.jobs import EXIT_INTERRUPTED, EXIT_INVALID
+from ray_jobs.sweep import EXIT_INTERRUPTED, EXIT_INVALID
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TINY_MODEL = ["--set", "train.model.hidden_dim=32", "--set", "train.model.ffn_dim=32",
@@ -38,11 +40,13 @@ def ray_env():
 
 @pytest.fixture(scope="module")
 def local_ray(ray_env):
-    common.init_ray("local", num_cpus=2, quiet=True)
+    import ray
+
+    common.init_ray("local", num_cpus=2)
     try:
         yield
     finally:
-        common.shutdown_ray()
+        ray.shutdown()
         import mlflow
 
         mlflow.set_tracking_uri(None)
@@ -52,7 +56,7 @@ def local_ray(ray_env):
 def where(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     return uri, ["--preset", "sim-tiny", "--tracking-uri", uri, "--storage-path",
-                 str(tmp_path / "ray"), "--quiet", "--address", "local", "--num-cpus", "2"]
+                 str(tmp_path / "ray"), "--address", "local", "--num-cpus", "2"]
 
 
 def runs_of(uri: str, sweep_name: str):
@@ -60,7 +64,7 @@ def runs_of(uri: str, sweep_name: str):
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name("vaplan")
+    exp = client.get_experiment_by_name("vaplan-sweeps")
     parents = client.search_runs([exp.experiment_id],
                                  f"tags.`vaplan.sweep_name` = '{sweep_name}'")
     assert len(parents) == 1, [p.info.run_name for p in parents]
@@ -97,7 +101,7 @@ def test_invalid_space_refused_before_anything_starts(module, item, words, where
     assert module.main([*common_args, "--space", item]) == EXIT_INVALID
     err = capsys.readouterr().err
     assert words in err, err
-    assert not ray.is_initialized() or common._CACHE == {}
+    assert not ray.is_initialized()
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "ray").exists()
 
 
@@ -105,21 +109,33 @@ def test_space_file_and_cli_precedence(tmp_path):
     from vaplan.config import get_preset
 
     path = tmp_path / "space.yaml"
-    path.write_text("space:\n  plg.visual_threshold: [0.040, 0.041]\n"
+    path.write_text("space:\n  plg.visual_threshold: {grid_search: [0.040, 0.041]}\n"
                     "  plg.visual_prompt: {choice: [VP1, VP2]}\nnum_samples: 3\n")
-    file_space, extra = spaces.load_space_file(path)
+    file_space, samples = spaces.load_file(path)
     space = spaces.build_space(tune_plg.DEFAULT_SPACE, file_space,
-                               ["plg.visual_threshold=0.039"], get_preset("sim-tiny"), ("plg.",))
-    assert extra == {"num_samples": 3}
-    assert space["plg.visual_threshold"] == spaces.Dimension("plg.visual_threshold", "fixed",
-                                                            (0.039,))
-    assert space["plg.visual_prompt"].kind == "choice"
-    assert spaces.grid_size(space) == 5 * 2  # audio threshold x audio prompt defaults
+                               ["plg.visual_threshold=0.039",
+                                "plg.audio_threshold=uniform:0.03,0.05"],
+                               get_preset("sim-tiny"), ("plg.",))
+    assert samples == 3
+    assert space["plg.visual_threshold"] == 0.039  # a constant: the command line wins
+    assert space["plg.visual_prompt"] == {"choice": ["VP1", "VP2"]}
+    assert space["plg.audio_threshold"] == {"uniform": [0.03, 0.05]}
+    assert spaces.build_space({}, {}, ["pld.visual_k=randint:1,11"], get_preset("sim-tiny"),
+                              ("pld.",)) == {"pld.visual_k": {"randint": [1, 11]}}  # K 1..10
+    assert spaces.searched(space) == ["plg.audio_threshold", "plg.visual_prompt",
+                                      "plg.audio_prompt"]
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"plg.visual_threshold": {"uniform": [0.03, 1.2]}}))
     with pytest.raises(spaces.SpaceError, match=r"plg.visual_threshold must be a number in \(0"):
-        spaces.build_space({}, spaces.load_space_file(bad)[0], [], get_preset("sim-tiny"),
-                           ("plg.",))
+        spaces.build_space({}, spaces.load_file(bad)[0], [], get_preset("sim-tiny"), ("plg.",))
+    for key, domain, words in (
+            ("pld.visual_k", {"randint": [3, 12]}, "pld.visual_k must be an integer in 1..10, "
+                                                   "got 11"),  # hi is exclusive: hi - 1 checked
+            ("pld.visual_k", {"uniform": [3, 5]}, "uniform needs lo < hi of a float option, got [3, 5]"),
+            ("pld.visual_alpha", {"loguniform": [50, 10]}, "loguniform needs lo < hi"),
+            ("pld.visual_alpha", {"grid": [3]}, "expected one domain of ['grid_search'")):
+        with pytest.raises(spaces.SpaceError, match=re.escape(words)):
+            spaces.build_space({}, {key: domain}, [], get_preset("sim-tiny"), ("pld.",))
 
 
 # ------------------------------------------------------------ sweeps
@@ -145,11 +161,53 @@ def test_tune_plg_child_runs_and_a_failing_trial(local_ray, where):
             assert "plg/val/visual/seg" in run.data.metrics
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["sweep/num_errored"] == 1
-    assert parent.data.params["best.plg.visual_threshold"] in ("0.04", "0.041")
+    assert "injected failure" in failed.data.tags["vaplan.error"]
+    assert parent.data.params["plg.visual_threshold"] in ("0.04", "0.041")  # the winner's
     best = max((r for r in trials if r.info.status == "FINISHED"),
                key=lambda r: r.data.metrics[tune_plg.OBJECTIVE])
     assert parent.data.tags["vaplan.best_run_id"] == best.info.run_id
-    assert parent.data.params["space.plg.visual_threshold"].startswith("grid")
+    assert parent.data.metrics[tune_plg.OBJECTIVE] == best.data.metrics[tune_plg.OBJECTIVE]
+    # every trial run was written by the driver (this process), none by a Ray worker
+    assert {run.data.tags[tracking.PID_TAG] for run in trials} == {str(os.getpid())}
+
+
+def test_sweep_lands_in_its_own_experiment_with_best_trial_and_table(local_ray, where,
+                                                                    tmp_path, capsys):
+    """A space file in Tune's vocabulary; the sweep goes to `vaplan-sweeps` (the pipeline's
+    `vaplan` experiment stays empty), runs are named by their values, the best trial is
+    tagged and linked from the parent's description, the trials table is sorted by the
+    objective with the config first, and the UI links are printed (quiet: one line a trial)."""
+    uri, args = where
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"plg.visual_threshold": {"grid_search": [0.039, 0.041]},
+                                 "plg.visual_prompt": {"choice": ["VP1", "VP2"]}}))
+    assert tune_plg.main([*args, *PLG_FIXED[2:], "--space-file", str(space), "--name", "own",
+                          "--num-samples", "2"]) == 0
+    out = capsys.readouterr().out
+    client, parent, children = runs_of(uri, "own")
+    assert client.get_experiment_by_name("vaplan") is None
+    assert parent.info.run_name == f"tune_plg sim-tiny {parent.info.run_id[:8]}"
+    assert len(children) == 4 and all(r.info.run_name.startswith("visual_threshold=0.0")
+                                      and " visual_prompt=VP" in r.info.run_name
+                                      for r in children)
+    best = [r for r in children if r.data.tags.get("vaplan.best_trial") == "true"]
+    assert len(best) == 1 and best[0].info.run_id == parent.data.tags["vaplan.best_run_id"]
+    url = tracking.ui_url(uri, parent.info.experiment_id, best[0].info.run_id)
+    assert "workflowType=machine_learning" in url
+    assert f"]({url})" in parent.data.tags["mlflow.note.content"]
+    path = client.download_artifacts(parent.info.run_id, "trials.json", str(tmp_path))
+    with open(path) as handle:
+        table = json.load(handle)
+    assert table["columns"][:4] == ["plg.visual_threshold", "plg.visual_prompt", "status",
+                                    tune_plg.OBJECTIVE]
+    scores = [row[3] for row in table["data"]]
+    assert scores == sorted(scores, reverse=True) and len(scores) == 4
+    assert all(len(str(value).replace(".", "").lstrip("0")) <= 4 for value in scores)
+    lines = out.splitlines()
+    assert sum(line.startswith("[") and "/4] visual_threshold=" in line for line in lines) == 4
+    assert any(line.startswith("run:") and parent.info.run_id in line
+               and "workflowType=machine_learning" in line for line in lines)
+    assert len(lines) < 30, out
 
 
 def test_tune_train_asha_reports_every_epoch(local_ray, where):
@@ -166,9 +224,8 @@ def test_tune_train_asha_reports_every_epoch(local_ray, where):
     assert all(steps[0] == 1 for steps in epochs) and max(map(len, epochs)) == 2
     assert {run.data.params["train.loss.variant"] for run in trials} == {"richness", "naive"}
     assert all(run.data.params["train.num_threads"] == "1" for run in trials)
-    assert "winner/best/val/seg_type" in parent.data.metrics
-    loads = [int(run.data.tags["vaplan.worker_cache_loads"]) for run in trials]
-    assert max(loads) <= 1  # the dataset is resolved at most once per worker process
+    assert tune_train.OBJECTIVE in parent.data.metrics  # the winner's, under the same name
+    assert {run.data.tags[tracking.PID_TAG] for run in trials} == {str(os.getpid())}
 
 
 def test_tune_pld_stage_one_and_retrain(local_ray, where):
@@ -225,6 +282,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(local_ray, 
     _, before = interrupt(tune_plg.main, sweep, "resumable", 2)
     assert tune_plg.main([*sweep, "--resume"]) == 0
     check_resumed(uri, "resumable", before, 5)
+    assert tune_plg.main(sweep) == EXIT_INVALID  # the name is taken: --resume or a new --name
 
 
 def test_resumed_tune_train_never_reruns_a_finished_trial(local_ray, where):
@@ -236,7 +294,7 @@ def test_resumed_tune_train_never_reruns_a_finished_trial(local_ray, where):
     sweep = [*args, *TINY_MODEL, "--name", "train-resume", "--cpus-per-trial", "1",
              "--num-samples", "6"]
     client, before = interrupt(tune_train.main, sweep, "train-resume", 4)
-    experiment_id = client.get_experiment_by_name("vaplan").experiment_id
+    experiment_id = client.get_experiment_by_name("vaplan-sweeps").experiment_id
     dead = client.create_run(experiment_id, run_name="left by a SIGKILLed process",
                              tags={tracking.HOST_TAG: socket.gethostname(),
                                    tracking.PID_TAG: str(dead_pid())}).info.run_id

@@ -353,13 +353,13 @@ def test_pipeline_with_nan_features_fails_its_runs_and_registers_nothing(tmp_pat
     from pipelines import tracking
     from pipelines.config import pipeline_config_from_preset
     from pipelines.pipeline import run
-    from pipelines.steps import load_data
+    from vaplan.data.dataset import load_dataset
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     cfg = pipeline_config_from_preset("sim-tiny", ["train.num_threads=1"], tracking_uri=uri,
                                       progress=False)
-    dataset = load_data(cfg.experiment.data)
+    dataset = load_dataset(cfg.experiment.data)
     audio = np.array(dataset.train.features.audio, copy=True)
     audio[7, 2, 5] = np.nan
     bad = dataclasses.replace(dataset, train=_with_features(dataset.train, audio=audio),
@@ -413,7 +413,7 @@ def test_tune_trial_with_diverging_training_is_errored_not_finished(tmp_path, mo
         mlflow.set_tracking_uri(None)
     assert code == 0  # a failing trial does not fail the sweep
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("vaplan")
+    experiment = client.get_experiment_by_name("vaplan-sweeps")
     runs = client.search_runs([experiment.experiment_id])
     parent = next(r for r in runs if r.data.tags.get("vaplan.sweep_name") == "nonfinite")
     trials = {r.data.params["train.lr"]: r.info.status for r in runs

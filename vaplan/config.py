@@ -381,6 +381,10 @@ class SimConfig(Checked):
     # Real annotations the simulated training truth is drawn from. "val" keeps the test split
     # out of everything the model sees in training; "val+test" only reproduces the old leak.
     pattern_bank: PatternBank = "val"
+    # Share of the visual teacher's misses that are teacher-only ("bad frame": blur, darkness,
+    # a cut in the one frame CLIP sees) rather than shared with the features (issue 19;
+    # docs/llp-sim.md §2.1). 0 keeps every dataset measured before issue 19 bit for bit.
+    teacher_only_share: float = option(0.0, UNIT)
 
 
 @dataclass(frozen=True)

@@ -1,32 +1,23 @@
-"""Helpers shared by the steps: loading the dataset, label tables, quality metrics, inputs."""
+"""Helpers shared by the steps: label tables, quality metrics, dataset inputs."""
 
 from __future__ import annotations
 
 import warnings
-
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow.data.dataset_source import DatasetSource
 
-from pipelines import tracking
 from pipelines.artifacts import LabelSplits, labels_table, write_labels
 from pipelines.reuse import StepLog, StepResult
-from vaplan.config import DataConfig, PLGConfig
+from vaplan.config import PLGConfig
 from vaplan.data.types import Dataset, PseudoLabels, SplitData
 from vaplan.pseudo_labels import pseudo_label_report
 
 PLG_FILE, PLD_FILE, CHECKPOINT = "labels/plg.parquet", "labels/pld.parquet", "checkpoint/han.pt"
 DENOISED_FILE = "labels/denoised.parquet"  # raw PLD output; PLD_FILE = the labels retrain uses
 LABEL_SPLITS = ("train", "val")  # pseudo labels are made for train (targets) and val (quality)
-
-
-def load_data(cfg: DataConfig, progress: bool = False) -> Dataset:
-    """The Dataset of `cfg` (LLP-sim or real LLP features + teacher cache)."""
-    from vaplan.data.dataset import load_dataset
-
-    return load_dataset(cfg, progress=progress)
 
 
 def label_splits(dataset: Dataset) -> dict[str, SplitData]:
@@ -88,4 +79,4 @@ def log_label_input(step: StepResult, name: str, context: str) -> None:
         warnings.simplefilter("ignore", UserWarning)
         dataset = mlflow.data.from_pandas(frame, source=source, name=f"{Path(name).stem}-labels",
                                           digest=step.digest(name)[:16])
-        tracking.retry_locked(mlflow.log_input, dataset, context=context)
+        mlflow.log_input(dataset, context=context)

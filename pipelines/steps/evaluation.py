@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Mapping
 
 import mlflow
 import numpy as np
 import pandas as pd
 
-from pipelines import commands, plots, registry, tracking
+from pipelines import commands, plots, registry, report, tracking
 from pipelines.artifacts import read_json, read_labels, write_json
-from pipelines.reuse import StepContext, StepLog, StepResult, run_step
+from pipelines.reuse import StepContext, StepLog, StepResult, run_step, section_params
 from pipelines.steps.common import CHECKPOINT, DENOISED_FILE, PLD_FILE, PLG_FILE
 from pipelines.steps.labels import CHOICE_FILE
 from vaplan.categories import CLASSES
@@ -21,7 +22,7 @@ from vaplan.errors import UserError
 from vaplan.metrics import SCORE_KEYS, avvp_video_scores, filter_by_video, per_class_f
 from vaplan.train import Predictions, check_trained, evaluate_model, load_checkpoint, predict
 
-REGISTER_FORMAT = 2  # 2: paired-bootstrap gate (registration.json records the interval)
+REGISTER_FORMAT = 3  # 3: registration.json also holds the scores, quality and description
 
 EVAL_SPLITS = ("val", "test")
 
@@ -70,12 +71,13 @@ def evaluate(ctx: StepContext, dataset: Dataset, model: StepResult, plg: StepRes
         table = per_class_table(val, plg_val, pld_val, preds["val"])
         (out / "tables").mkdir(parents=True, exist_ok=True)
         table.to_csv(out / "tables/per_class_val.csv", index=False)
-        tracking.retry_locked(mlflow.log_table, table, "tables/per_class_val.json")
+        mlflow.log_table(table, "tables/per_class_val.json")
         _timelines(out, val, plg_val, pld_val, preds["val"], timeline_videos)
 
     inputs = {"dataset": dataset.digest, "checkpoint": model.digest(CHECKPOINT),
               "plg": plg.digest(PLG_FILE), "pld": pld.digest(DENOISED_FILE)}
-    return run_step(ctx, "evaluate", {"timeline_videos": timeline_videos}, inputs, compute)
+    return run_step(ctx, "evaluate", {"timeline_videos": timeline_videos}, inputs, compute,
+                    params={"pipeline.timeline_videos": timeline_videos})
 
 
 def _timelines(out: Path, val: SplitData, plg: PseudoLabels, pld: PseudoLabels,
@@ -155,14 +157,19 @@ def champion_scorer(model_name: str, split: SplitData, key: str) -> registry.Cha
 
 
 def register(ctx: StepContext, dataset: Dataset, experiment: ExperimentConfig, model_name: str,
-             promote_metric: str, model: StepResult, pld: StepResult,
-             evaluation: StepResult) -> StepResult:
+             promote_metric: str, model: StepResult, pld: StepResult, evaluation: StepResult,
+             quality: Mapping[str, float] | None = None) -> StepResult:
     """Register the retrained HAN + the labels it trained on + config as a new `model_name`
-    version; gate it against the champion (paired bootstrap over val videos)."""
+    version; gate it against the champion (paired bootstrap over val videos).
+
+    The version keeps few tags (`vaplan.dataset_digest`, the gate's, the sha256 digests);
+    scores, label `quality` (`plg|pld/val/<modality>/average`, for the description), the label
+    choice and the decision go to `registration.json` in the version's run."""
     key = gate_score_key(promote_metric)
 
     def compute(out: Path, log: StepLog) -> None:
-        scores = flat_scores(read_json(evaluation.path("scores.json")))
+        split_scores = read_json(evaluation.path("scores.json"))
+        scores = flat_scores(split_scores)
         if promote_metric not in scores:
             raise ValueError(f"promote_metric {promote_metric!r} is not a logged score; "
                              f"expected one of {sorted(scores)}")
@@ -177,15 +184,21 @@ def register(ctx: StepContext, dataset: Dataset, experiment: ExperimentConfig, m
                                       {"dataset_digest": dataset.digest,
                                        "parent_run_id": ctx.parent_run_id})
         version = str(info.registered_model_version)
-        _tag_version(model_name, version, scores, dataset, ctx.parent_run_id)
+        tracking.client().set_model_version_tag(model_name, version, registry.DATASET_TAG,
+                                                dataset.digest)
         labels = read_json(pld.path(CHOICE_FILE))
+        notes = results_markdown(split_scores, dict(quality or {}), labels)
         decision = registry.apply_promotion_gate(
             model_name, version, candidate, promote_metric, experiment.registry,
-            champion_scorer(model_name, dataset.val, key), notes=_labels_note(labels))
-        write_json(out / "registration.json", {
+            champion_scorer(model_name, dataset.val, key), notes=notes)
+        write_json(out / registry.RECORD, {
             "model_name": model_name, "version": version,
             "model_uri": f"models:/{model_name}/{version}", "logged_model_uri": info.model_uri,
-            "decision": decision.to_dict(), "labels": labels})
+            "decision": decision.to_dict(), "labels": labels, "scores": split_scores,
+            "quality": dict(quality or {}), "parent_run_id": ctx.parent_run_id,
+            "dataset": {"digest": dataset.digest, "description": dataset.description},
+            "description": decision.description() + "\n\n" + notes})
+        report.write_version_report(out, ctx.parent_run_id, ctx.experiment_id)
         log.scores({"registry/version": int(version), "registry/promoted": int(decision.promoted),
                     "registry/improvement": decision.improvement,
                     "registry/improvement_low": decision.low,
@@ -196,24 +209,33 @@ def register(ctx: StepContext, dataset: Dataset, experiment: ExperimentConfig, m
               "scores": evaluation.digest("scores.json")}
     config = {"model_name": model_name, "promote_metric": promote_metric,
               "experiment": experiment, "format": REGISTER_FORMAT}
-    return run_step(ctx, "register", config, inputs, compute, check_reuse=_still_registered)
+    params = {**section_params(experiment.registry), "pipeline.model_name": model_name,
+              "pipeline.promote_metric": promote_metric}
+    return run_step(ctx, "register", config, inputs, compute, params=params,
+                    check_reuse=_still_registered)
 
 
-def _labels_note(choice: dict) -> str:
-    """Markdown lines for the version description: which labels it was trained on and why."""
-    lines = [f"Labels it was trained on (`pld.apply={choice['apply']}`):", ""]
-    lines += [f"* {modality}: **{made['source'].upper()}**: {made['reason']}"
-              for modality, made in choice["modalities"].items()]
+def results_markdown(scores: dict[str, dict[str, float]], quality: dict[str, float],
+                     choice: dict) -> str:
+    """Markdown for a version's and a parent run's description: the ten scores on val and
+    test, the pseudo-label quality on val before/after PLD, which labels retrain used and why."""
+    lines = ["**Scores** (percent, official AVVP protocol)", "",
+             "| split | " + " | ".join(SCORE_KEYS) + " |",
+             "| --- |" + " ---: |" * len(SCORE_KEYS)]
+    lines += [f"| {split} | " + " | ".join(_cell(scores[split].get(key)) for key in SCORE_KEYS)
+              + " |" for split in ("val", "test") if split in scores]
+    lines += ["", "**Pseudo labels on val** (label quality = (seg F + event F) / 2)", "",
+              "| modality | PLG | PLD | trained on | why |", "| --- | ---: | ---: | --- | --- |"]
+    for modality, made in choice["modalities"].items():
+        plg, pld = (quality.get(f"{stage}/val/{modality}/average") for stage in ("plg", "pld"))
+        lines.append(f"| {modality} | {_cell(plg)} | {_cell(pld)} | "
+                     f"**{made['source'].upper()}** | {made['reason']} |")
+    lines += ["", f"Labels it was trained on: `pld.apply={choice['apply']}`."]
     return "\n".join(lines)
 
 
-def _tag_version(name: str, version: str, scores: dict[str, float], dataset: Dataset,
-                 parent_run_id: str) -> None:
-    tags = {**{key: f"{value:.6f}" for key, value in scores.items()},
-            "vaplan.dataset_digest": dataset.digest, "vaplan.parent_run_id": parent_run_id}
-    client = tracking.client()
-    for key, value in tags.items():
-        tracking.retry_locked(client.set_model_version_tag, name, version, key, value)
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _still_registered(out: Path) -> bool:

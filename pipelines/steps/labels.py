@@ -16,7 +16,7 @@ import pyarrow as pa
 from pipelines import plots, tracking
 from pipelines.artifacts import (LabelSplits, labels_table, read_json, read_labels, write_json,
                                  write_labels)
-from pipelines.reuse import StepContext, StepLog, StepResult, run_step
+from pipelines.reuse import StepContext, StepLog, StepResult, run_step, section_params
 from pipelines.steps.common import (CHECKPOINT, DENOISED_FILE, PLD_FILE, PLG_FILE, label_splits,
                                     log_quality, write_label_table)
 from vaplan.config import PLDConfig, PLGConfig
@@ -83,7 +83,7 @@ def denoise(ctx: StepContext, dataset: Dataset, pld: PLDConfig, plg: PLGConfig,
     inputs = {"dataset": dataset.digest, "labels": labels.digest(PLG_FILE),
               "checkpoint": model.digest(CHECKPOINT)}
     config = {"pld": pld, "plg": plg, "format": DENOISE_FORMAT}
-    result = run_step(ctx, "denoise", config, inputs, compute)
+    result = run_step(ctx, "denoise", config, inputs, compute, params=section_params(pld))
     tag_label_choice(read_json(result.path(CHOICE_FILE)), run_id=result.run_id)
     return result
 
@@ -130,7 +130,7 @@ def tag_label_choice(record: dict, run_id: str) -> None:
     """Tag a run (the denoise step's, the parent) with the per-modality label decision."""
     client = tracking.client()
     for key, value in choice_tags(record).items():
-        tracking.retry_locked(client.set_tag, run_id, key, value)
+        client.set_tag(run_id, key, value)
 
 
 def _flip_rates(before: LabelSplits, after: LabelSplits) -> dict[str, float]:

@@ -67,6 +67,8 @@ def build_sim_dataset(cfg: SimConfig, progress: bool = False,
         splits[name], teachers[name] = simulate_split(base, world, cfg, params, progress)
     digest = dataset_digest(cfg, params, splits, teachers)
     leak = " (TEST LEAK, comparison only)" if "test" in world.bank.splits else ""
+    if cfg.teacher_only_share:
+        leak += f", teacher-only share of visual teacher misses {cfg.teacher_only_share:g}"
     description = (f"LLP-sim v{SIM_VERSION} seed={cfg.seed}: train {len(splits['train'])} "
                    f"(real labels, segment truth drawn from {cfg.pattern_bank} patterns{leak}), "
                    f"val {len(splits['val'])} / test {len(splits['test'])} (real annotations), "
@@ -107,7 +109,8 @@ def simulate_split(base: SplitData, world: _World, cfg: SimConfig, params: SimPa
         if sample_truth:
             gt_audio[rows], gt_visual[rows] = sample_train_truth(
                 labels, world.bank, params.prior_count, truth_rng)
-        latent = sample_latent(gt_audio[rows], gt_visual[rows], labels, params, latent_rng)
+        latent = sample_latent(gt_audio[rows], gt_visual[rows], labels, params, latent_rng,
+                               cfg.teacher_only_share)
         fill_features(features, rows, latent, world.features, params, feature_rng)
         for pid, cos in simulate_cosines(latent, world.teachers, params, teacher_rng).items():
             cosines[pid][rows] = cos
@@ -117,7 +120,7 @@ def simulate_split(base: SplitData, world: _World, cfg: SimConfig, params: SimPa
     split = SplitData(base.name, base.video_ids, base.video_labels, gt_audio, gt_visual, features)
     meta = {"source": "llp-sim", "sim_version": SIM_VERSION, "seed": str(cfg.seed),
             "params_digest": params_digest(params), "split": base.name,
-            "pattern_bank": cfg.pattern_bank,
+            "pattern_bank": cfg.pattern_bank, "teacher_only_share": str(cfg.teacher_only_share),
             "visual_model": "sim-clip", "audio_model": "sim-clap", "prompts": ",".join(PROMPT_IDS)}
     return split, SimTeacherScores(base.video_ids, probs, meta, cosines)
 

@@ -2,6 +2,8 @@
 
 Sharing one latent between the feature generator and the simulated teachers makes their errors
 correlated the way real ones are: an occluded object is weak in the ResNet features and in CLIP.
+A share of the visual misses can instead be teacher-only ("bad frame": the one frame CLIP sees is
+blurred, dark, occluded or cut), so the features still carry the event there (issue 19).
 """
 
 from __future__ import annotations
@@ -20,15 +22,39 @@ class Latent:
     audio: np.ndarray  # (n, T, C) float32, loudness of audible events
     visual: np.ndarray  # (n, T, C) float32, clarity of visible events (misses included)
     context: np.ndarray  # (n, T, C) float32, visual context of labelled but not visible classes
+    # (n, T, C) float32: the visual salience the CLIP teacher sees (`visual` with the
+    # teacher-only bad frames applied); None when there are none (teacher_only_share = 0)
+    teacher_visual: np.ndarray | None = None
+
+    @property
+    def seen_by_teacher(self) -> np.ndarray:
+        """(n, T, C) visual salience of the CLIP teacher."""
+        return self.visual if self.teacher_visual is None else self.teacher_visual
 
 
 def sample_latent(gt_audio: np.ndarray, gt_visual: np.ndarray, labels: np.ndarray,
-                  params: SimParams, rng: np.random.Generator) -> Latent:
-    """Draw the latent salience for a chunk of videos from its segment truth (N, T, C)."""
+                  params: SimParams, rng: np.random.Generator,
+                  teacher_only_share: float = 0.0) -> Latent:
+    """Draw the latent salience for a chunk of videos from its segment truth (N, T, C).
+
+    `teacher_only_share` s in [0, 1] splits the visual misses (per-class stationary rate r_c):
+    the miss chain shared with the features runs at rate (1 - s) r_c and a teacher-only
+    "bad frame" chain at rate s r_c / (1 - (1 - s) r_c), so the teacher still misses a visible
+    event with probability r_c per segment and a share s of its misses are its own. The extra
+    draws come after every other draw: s = 0 reproduces the pre-issue-19 arrays bit for bit.
+    """
+    if not 0.0 <= teacher_only_share <= 1.0:
+        raise ValueError(f"data.sim.teacher_only_share must be in [0, 1], got {teacher_only_share}")
     audio = _audio_salience(gt_audio, params, rng)
-    visual = _visual_salience(gt_visual, params, rng)
+    visual, miss_rate, shared = _visual_salience(gt_visual, params, rng, teacher_only_share)
     context = _visual_context(gt_visual, labels, params, rng)
-    return Latent(audio, visual, context)
+    teacher_visual = None
+    if teacher_only_share > 0:
+        own_rate = teacher_only_share * miss_rate / (1.0 - (1.0 - teacher_only_share) * miss_rate)
+        bad = _miss_chain(gt_visual.shape, own_rate, params.visual_bad_frame_stay, rng)
+        factor = np.where(bad & ~shared, params.visual_miss_factor, 1.0)  # (n, T, C)
+        teacher_visual = (visual * factor).astype(np.float32)
+    return Latent(audio, visual, context, teacher_visual)
 
 
 def _lognormal(rng: np.random.Generator, shape: tuple[int, ...], sd: float) -> np.ndarray:
@@ -58,14 +84,19 @@ def _miss_chain(shape: tuple[int, int, int], rate: np.ndarray, stay: float,
     return missed
 
 
-def _visual_salience(gt: np.ndarray, params: SimParams, rng: np.random.Generator) -> np.ndarray:
+def _visual_salience(gt: np.ndarray, params: SimParams, rng: np.random.Generator,
+                     teacher_only_share: float = 0.0
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Salience seen by the features (n, T, C) float32, the total per-class miss rate (C,)
+    and the (n, T, C) bool shared-miss state (rate (1 - share) * miss rate)."""
     strength = class_table(params.tables["visual_strength"], 1.0)  # (C,)
     miss_rate = class_table(params.tables["visual_miss_rate"], 0.1)  # (C,)
     n, t, c = gt.shape
     per_video = _lognormal(rng, (n, 1, c), params.visual_video_sd)  # (n, 1, C)
-    missed = _miss_chain(gt.shape, miss_rate, params.visual_miss_stay, rng)
+    shared_rate = miss_rate if teacher_only_share == 0 else (1.0 - teacher_only_share) * miss_rate
+    missed = _miss_chain(gt.shape, shared_rate, params.visual_miss_stay, rng)
     factor = np.where(missed, params.visual_miss_factor, 1.0)  # (n, T, C)
-    return (gt * strength * per_video * factor).astype(np.float32)
+    return (gt * strength * per_video * factor).astype(np.float32), miss_rate, missed
 
 
 def _visual_context(gt: np.ndarray, labels: np.ndarray, params: SimParams,

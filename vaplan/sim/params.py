@@ -105,6 +105,9 @@ class SimParams:
     visual_video_sd: float = 0.3  # log-normal sd of a (video, class) visual size/clarity
     visual_miss_factor: float = 0.15  # salience multiplier while an event is in the missed state
     visual_miss_stay: float = 0.8  # P(missed at t+1 | missed at t)
+    # P(bad frame at t+1 | bad frame at t) of the teacher-only misses (SimConfig
+    # .teacher_only_share; their rate follows from the share and visual_miss_rate)
+    visual_bad_frame_stay: float = 0.8
     visual_context_level: float = 0.27  # salience of visual context of a non-visible event
     audio_background: float = 0.5  # background level b_a in the masking normalisation
     visual_background: float = 0.5  # background level b_v

@@ -89,7 +89,8 @@ def simulate_cosines(latent: Latent, world: TeacherWorld, params: SimParams,
     out: dict[str, np.ndarray] = {}
     for modality in ("visual", "audio"):
         if modality == "visual":
-            salience, background = latent.visual + latent.context, params.visual_background
+            salience = latent.seen_by_teacher + latent.context  # bad frames: teacher only
+            background = params.visual_background
             gain, sd, ar = params.visual_signal, params.visual_noise, params.visual_ar
         else:
             salience, background = latent.audio, params.audio_background
@@ -124,6 +125,9 @@ def write_sim_teacher_cache(dataset: Dataset, split: str, path: str | Path) -> P
     identity = f"llp-sim v{scores.meta.get('sim_version')} seed={scores.meta.get('seed')} " \
                f"params={scores.meta.get('params_digest')} " \
                f"bank={scores.meta.get('pattern_bank')}"
+    share = scores.meta.get("teacher_only_share", "0.0")
+    if float(share) != 0:  # share 0 keeps the pre-issue-19 identity (same arrays)
+        identity += f" teacher_only_share={share}"
     teachers = {modality: {"model": scores.meta.get(f"{modality}_model", f"sim-{modality}"),
                            "checkpoint": identity, "checkpoint_sha256": "",
                            "prompts": {pid: prompt_texts(pid) for pid in prompts}}
