@@ -10,3 +10,43 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+import contextlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@contextlib.contextmanager
+def fresh_sqlite_store(root: Path):
+    """`sqlite:///<root>/mlruns/mlflow.db` with MLFLOW_TRACKING_URI unset; MLflow's
+    process-wide tracking URI is reset afterwards (so later tests start clean)."""
+    import mlflow
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        try:
+            yield f"sqlite:///{root}/mlruns/mlflow.db"
+        finally:
+            mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A fresh SQLite store URI per test module (MLflow's URI reset afterwards)."""
+    with fresh_sqlite_store(tmp_path_factory.mktemp("store")) as uri:
+        yield uri
+
+
+@pytest.fixture(scope="module")
+def dataset(sim_tiny):
+    return sim_tiny
+
+
+@pytest.fixture(scope="module")
+def sim_tiny():
+    """The sim-tiny Dataset, built once per test module."""
+    from vaplan.config import get_preset
+    from vaplan.data.dataset import load_dataset
+
+    return load_dataset(get_preset("sim-tiny").data)

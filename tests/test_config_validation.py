@@ -345,7 +345,7 @@ PIPELINE_REFUSALS = [
     (["--set", "nosuch.x=1"], "unknown config option 'nosuch.x'"),
     (["--set", "train.lr"], "override 'train.lr' must look like section.option=value"),
     (["--promote-metric", "test/seg_type"], "promote_metric must be one of"),
-    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--bogus"], "No such option: --bogus"),
 ]
 
 

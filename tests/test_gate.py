@@ -23,11 +23,11 @@ from pipelines.steps.common import DENOISED_FILE
 from pipelines.steps.evaluation import champion_scorer, gate_score_key
 from pipelines.steps.labels import CHOICE_FILE
 from vaplan.config import PLDConfig, RegistryConfig
-from vaplan.data.dataset import load_dataset
 from vaplan.data.types import Features, PseudoLabels
 from vaplan.method import apply_label_choice, choose_labels
 from vaplan.pseudo_labels import label_quality
 from vaplan.train import load_checkpoint
+from conftest import fresh_sqlite_store
 
 T, C = 10, 25
 CFG = RegistryConfig()  # 95%, min_improvement 0, 2000 resamples
@@ -175,23 +175,17 @@ THREADS = ["train.num_threads=1"]
 
 
 @pytest.fixture(scope="module")
-def seeds(tmp_path_factory):
+def seeds(tmp_path_factory, sim_tiny):
     """sim-tiny with train.seed 0 then 1 in a fresh SQLite store: (dataset, [result, result])."""
     root = tmp_path_factory.mktemp("gate")
-    uri = f"sqlite:///{root}/mlruns/mlflow.db"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        dataset = load_dataset(pipeline_config_from_preset("sim-tiny").experiment.data)
+    with fresh_sqlite_store(root) as uri:
         results = []
         for seed in (0, 1):
             cfg = pipeline_config_from_preset(
                 "sim-tiny", [*THREADS, f"train.seed={seed}"], tracking_uri=uri,
                 model_name=MODEL, work_dir=str(root / f"work{seed}"), progress=False)
-            results.append(run(cfg, dataset=dataset))
-        yield dataset, results
-        import mlflow
-
-        mlflow.set_tracking_uri(None)
+            results.append(run(cfg, dataset=sim_tiny))
+        yield sim_tiny, results
 
 
 @pytest.mark.slow

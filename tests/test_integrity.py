@@ -29,7 +29,6 @@ from pipelines.config import pipeline_config_from_preset
 from pipelines.pipeline import run
 from pipelines.pyfunc_model import (INTEGRITY_FILE, UnverifiedModelWarning, VaplanHanModel,
                                     integrity_record, verify_digests, verify_integrity_file)
-from vaplan.data.dataset import load_dataset
 from vaplan.errors import IntegrityError, UserError
 from vaplan.metrics import SCORE_KEYS
 
@@ -94,21 +93,6 @@ def test_pyfunc_without_integrity_file_warns(tmp_path):
 
 
 # --- a registered champion in a real SQLite store -------------------------------------------
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("integrity-store")
-    uri = f"sqlite:///{root}/mlruns/mlflow.db"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        yield uri
-        mlflow.set_tracking_uri(None)
-
-
-@pytest.fixture(scope="module")
-def dataset():
-    return load_dataset(pipeline_config_from_preset("sim-tiny").experiment.data)
-
 
 @pytest.fixture(scope="module")
 def result(store, dataset):

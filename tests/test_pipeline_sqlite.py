@@ -8,7 +8,6 @@ directions, and the champion is pulled and re-evaluated by alias and by version.
 
 from __future__ import annotations
 
-import mlflow
 import numpy as np
 import pytest
 from mlflow import MlflowClient
@@ -17,7 +16,6 @@ from pipelines import commands, registry, tracking
 from pipelines.artifacts import labels_table, read_labels, write_labels
 from pipelines.config import STEP_NAMES, pipeline_config_from_preset
 from pipelines.pipeline import run
-from vaplan.data.dataset import load_dataset
 from vaplan.data.types import PseudoLabels
 from vaplan.metrics import SCORE_KEYS
 
@@ -34,23 +32,6 @@ THREADS = ["train.num_threads=1"]  # 2 OpenMP threads on 2 shared cores mostly s
 
 class SimulatedCrash(RuntimeError):
     pass
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """A fresh SQLite store; the process's tracking URI is restored afterwards."""
-    root = tmp_path_factory.mktemp("store")
-    uri = f"sqlite:///{root}/mlruns/mlflow.db"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        yield uri
-        mlflow.set_tracking_uri(None)
-
-
-@pytest.fixture(scope="module")
-def dataset():
-    cfg = pipeline_config_from_preset("sim-tiny")
-    return load_dataset(cfg.experiment.data)
 
 
 @pytest.fixture(scope="module")

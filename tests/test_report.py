@@ -24,6 +24,7 @@ from pipelines import report
 from servers import mlflow_server
 from vaplan.cli import run_app
 from vaplan.metrics import SCORE_KEYS
+from conftest import fresh_sqlite_store
 
 MODEL = "vaplan-han"
 THREADS = ["train.num_threads=1"]
@@ -92,25 +93,19 @@ def test_report_command_user_errors_are_one_line(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def pipelines_done(tmp_path_factory):
+def pipelines_done(tmp_path_factory, sim_tiny):
     """v1 (sim-tiny) and v2 (train.lr=0.002) of MODEL in a fresh SQLite store."""
     from pipelines.config import pipeline_config_from_preset
     from pipelines.pipeline import run
-    from vaplan.data.dataset import load_dataset
 
     root = tmp_path_factory.mktemp("report-store")
-    uri = f"sqlite:///{root}/mlruns/mlflow.db"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        dataset = None
+    with fresh_sqlite_store(root) as uri:
         results = []
         for extra in ([], ["train.lr=0.002"]):
             cfg = pipeline_config_from_preset("sim-tiny", THREADS + extra, tracking_uri=uri,
                                               model_name=MODEL, progress=False)
-            dataset = dataset or load_dataset(cfg.experiment.data)
-            results.append(run(cfg, dataset=dataset))
+            results.append(run(cfg, dataset=sim_tiny))
         yield uri, root, results
-        mlflow.set_tracking_uri(None)
 
 
 def _write_report(capsys, uri: str, model_uri: str, *extra: str) -> tuple[str, str]:

@@ -212,15 +212,21 @@ def test_prepare_store_marks_runs_of_dead_processes_killed(tmp_path):
 def test_runs_record_their_process_and_end_killed_on_a_signal(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     experiment_id = tracking.prepare_store(uri)
-    before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(tracking.Terminated) as stopped:
-        with tracking.stop_on_signals():
-            with tracking.start_run(experiment_id, run_name="parent") as parent:
-                with tracking.start_child_run(parent.info.run_id, experiment_id) as child:
-                    os.kill(os.getpid(), signal.SIGTERM)
-                    time.sleep(5)  # the handler raises before this ends
-    assert stopped.value.code == 128 + signal.SIGTERM
-    assert signal.getsignal(signal.SIGTERM) is before
+    # Earlier tests in this process (ray.init) may have installed their own SIGTERM handler,
+    # which stop_on_signals rightly keeps: start from Python's default so the signal this test
+    # sends to itself reaches our handler and never the test runner.
+    outside = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with pytest.raises(tracking.Terminated) as stopped:
+            with tracking.stop_on_signals():
+                with tracking.start_run(experiment_id, run_name="parent") as parent:
+                    with tracking.start_child_run(parent.info.run_id, experiment_id) as child:
+                        os.kill(os.getpid(), signal.SIGTERM)
+                        time.sleep(5)  # the handler raises before this ends
+        assert stopped.value.code == 128 + signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, outside)
     client = MlflowClient(uri)
     for run_id in (parent.info.run_id, child.info.run_id):
         run = client.get_run(run_id)
