@@ -13,6 +13,7 @@ if str(ROOT) not in sys.path:
 
 
 import contextlib  # noqa: E402
+import secrets  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -50,3 +51,9 @@ def sim_tiny():
     from vaplan.data.dataset import load_dataset
 
     return load_dataset(get_preset("sim-tiny").data)
+
+
+# One Ray auth token for every in-process Ray test: a driver keeps the token it read first for
+# the life of the process, so a later test with a fresh token would start a GCS the driver
+# cannot talk to (InvalidAuthToken).
+RAY_TEST_TOKEN = secrets.token_hex(32)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import socket
 
 import pytest
@@ -18,6 +17,7 @@ from servers import dead_pid
 from pipelines import tracking
 from ray_jobs import common, space as spaces, tune_pld, tune_plg, tune_train
 from ray_jobs.sweep import EXIT_INTERRUPTED, EXIT_INVALID
+from conftest import RAY_TEST_TOKEN
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TINY_MODEL = ["--set", "train.model.hidden_dim=32", "--set", "train.model.ffn_dim=32",
@@ -31,7 +31,7 @@ def ray_env():
     """Token auth on (as Ray 2.60 defaults for local clusters), from the env: no token file."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAY_AUTH_MODE", "token")
-        patch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
+        patch.setenv("RAY_AUTH_TOKEN", RAY_TEST_TOKEN)
         patch.setenv("RAY_USAGE_STATS_ENABLED", "0")
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         patch.delenv("RAY_ADDRESS", raising=False)

@@ -17,6 +17,7 @@ from vaplan.errors import ConfigError, NonFiniteTrainingError
 from vaplan.models import HAN
 from vaplan.train import (Predictions, build_targets, check_trained, check_weights,
                           evaluate_model, load_checkpoint, predict, save_checkpoint, train_han)
+from conftest import RAY_TEST_TOKEN
 
 torch.set_num_threads(1)
 T, C = 10, 25
@@ -387,14 +388,13 @@ def test_pipeline_with_nan_features_fails_its_runs_and_registers_nothing(tmp_pat
 def test_tune_trial_with_diverging_training_is_errored_not_finished(tmp_path, monkeypatch):
     """The real tune_train sweep (sim-tiny, private local Ray): the trial whose training raises
     NonFiniteTrainingError (lr 1e30) is ERROR in Tune and FAILED in MLflow; the other finishes."""
-    import secrets
 
     from mlflow import MlflowClient
 
     from ray_jobs import common, tune_train
 
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    monkeypatch.setenv("RAY_AUTH_TOKEN", RAY_TEST_TOKEN)
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
