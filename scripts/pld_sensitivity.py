@@ -106,16 +106,16 @@ def measure_one(cfg: ExperimentConfig, retrain: bool = True) -> dict:
     return rec
 
 
-def _mean_sd(values: list[float]) -> str:
+def _mean_sd(values: list[float], sign: str = "+") -> str:
+    """"mean ± sd" (just the value for one seed, "–" for none)."""
     if not values:
         return "–"
-    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{statistics.mean(values):+.2f} ± {sd:.2f}" if values else "–"
+    mean = format(statistics.mean(values), f"{sign}.2f")
+    return f"{mean} ± {statistics.stdev(values):.2f}" if len(values) > 1 else mean
 
 
 def _plain(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{statistics.mean(values):.2f} ± {sd:.2f}"
+    return _mean_sd(values, sign="")
 
 
 def _groups(records: list[dict]) -> dict[tuple, list[dict]]:
@@ -152,7 +152,8 @@ def summarise(records: list[dict]) -> str:
 
 
 def plot(records: list[dict], path: Path) -> None:
-    """Δ val label average (PLD − PLG) and ⑤ − ④ test seg Type@AV vs share, mean ± sd."""
+    """Δ val and train label average (PLD − PLG) and ⑤ − ④ test seg Type@AV vs share,
+    mean ± sd over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -164,6 +165,8 @@ def plot(records: list[dict], path: Path) -> None:
         series = {
             "val visual label average, PLD − PLG": lambda r: r["val_pld"]["average"]
             - r["val_plg"]["average"],
+            "train visual label average, PLD − PLG": lambda r: r["train_pld"]["average"]
+            - r["train_plg"]["average"],
             "test seg Type@AV, ⑤ − ④": lambda r: r["row5"]["test"]["seg_type"]
             - r["row4"]["test"]["seg_type"] if "row5" in r else None,
         }
