@@ -81,7 +81,7 @@ def _download_verified(model: str, found, dst: Path) -> tuple[Path, dict[str, Pa
     version tags and integrity.json (IntegrityError on a mismatch); returns the model folder
     and artifact key -> path (checkpoint, labels, config[, integrity]) as its MLmodel lists."""
     number = str(found.version)
-    with _no_progress_bar():  # keeps stdout/stderr of `vaplan evaluate` to its numbers
+    with no_progress_bar():  # keeps stdout/stderr of `vaplan evaluate` to its numbers
         local = Path(mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{model}/{number}", dst_path=str(dst)))
     listed = Model.load(str(local)).flavors.get("python_function", {}).get("artifacts", {})
@@ -95,7 +95,7 @@ def _download_verified(model: str, found, dst: Path) -> tuple[Path, dict[str, Pa
 
 
 @contextlib.contextmanager
-def _no_progress_bar() -> Iterator[None]:
+def no_progress_bar() -> Iterator[None]:
     """Hide MLflow's per-file download bar (MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR) for a block."""
     previous = os.environ.get(PROGRESS_BAR)
     os.environ[PROGRESS_BAR] = "false"

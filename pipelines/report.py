@@ -16,13 +16,13 @@ import tempfile
 from pathlib import Path
 
 import mlflow
-import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from pipelines import registry, tracking
 from pipelines.artifacts import read_json
-from pipelines.commands import _no_progress_bar as no_progress_bar
+from pipelines.commands import no_progress_bar
 from pipelines.reuse import OUTPUTS_TAG, STEP_TAG
+from vaplan.config import flatten
 from vaplan.errors import StoreNotFoundError, UserError
 from vaplan.io import atomic_write
 from vaplan.metrics import SCORE_KEYS
@@ -183,7 +183,7 @@ def _config_diff(config: dict, champion: dict | None, held: str | None) -> str:
 def _flat(config: dict) -> dict:
     """The dotted options of a `config.json` as recorded (an older version's may not load
     as today's ExperimentConfig), plus the dataset digest."""
-    flat = pd.json_normalize(config.get("experiment", {}), sep=".").to_dict("records")[0]
+    flat = flatten(config.get("experiment", {}))
     return {**flat, "data.digest": config.get("dataset", {}).get("digest")}
 
 

@@ -21,6 +21,7 @@ from argparse import Namespace
 from pipelines.config import PipelineConfig
 from ray_jobs import sweep, tune_pld, tune_plg, tune_train
 from ray_jobs.space import SpaceError
+from vaplan.data.dataset import load_dataset
 from vaplan.cli import exits_on_user_error
 from vaplan.config import apply_overrides
 
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     experiment = plans[0][0].experiment
     PipelineConfig(experiment=experiment, experiment_name=opts.pipeline_experiment,
                    model_name=opts.model_name, promote_metric=opts.promote_metric)  # checked
-    dataset = sweep.load_dataset(experiment)
+    dataset = load_dataset(experiment.data)
     data_fns = (lambda s: {"dataset": dataset}, lambda s: tune_train.train_data(s, dataset),
                 tune_pld.stage_data(dataset, None, False))
     tags, searched = {"vaplan.ray_pipeline": root.name}, []

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from pipelines import tracking
 from ray_jobs import common, space as spaces
+from vaplan.data.dataset import load_dataset
 from vaplan.cli import ArgumentParser
 from vaplan.config import ExperimentConfig, apply_overrides, from_dict, get_preset, to_dict
 from vaplan.errors import UserError
@@ -328,17 +329,9 @@ def run_job(spec: SweepSpec, opts, data_fn: Callable[[SweepState, Any], Mapping]
     """A single sweep job: plan (checked before Ray), load data, run; the exit status."""
     folder = sweep_folder(spec.job, opts)
     state = plan(spec, opts, folder)
-    dataset = load_dataset(state.experiment)
+    dataset = load_dataset(state.experiment.data)
     with ray_session(opts):
         state = run_sweep(spec, opts, state, folder, lambda s: data_fn(s, dataset))
     return 0 if state.finished else EXIT_INTERRUPTED
 
 
-def load_dataset(experiment: ExperimentConfig):
-    """The experiment's Dataset (LLP-sim or real LLP); a missing file is a user error."""
-    from vaplan.data.dataset import load_dataset as load
-
-    try:
-        return load(experiment.data, progress=False)
-    except FileNotFoundError as err:
-        raise UserError(str(err)) from None

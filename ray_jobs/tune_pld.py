@@ -21,6 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ray_jobs import sweep, tune_train
+from vaplan.data.dataset import load_dataset
 from vaplan.cli import exits_on_user_error
 from vaplan.errors import UserError
 
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--checkpoint {opts.checkpoint} does not exist")
     folder = sweep.sweep_folder(SPEC.job, opts)
     state = sweep.plan(SPEC, opts, folder)
-    dataset = sweep.load_dataset(state.experiment)
+    dataset = load_dataset(state.experiment.data)
     data = stage_data(dataset, opts.checkpoint, opts.retrain_top > 0)
     with sweep.ray_session(opts):
         state = sweep.run_sweep(SPEC, opts, state, folder, data)

@@ -516,9 +516,11 @@ def from_dict(cls: type, data: Mapping[str, Any]) -> Any:
 
 
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
-    """Flat {"train.lr": 3e-4, ...} view, for MLflow params and search spaces."""
+    """Flat {"train.lr": 3e-4, ...} view of a config dataclass or of its nested-dict record
+    (e.g. a stored config.json that may predate today's fields), for MLflow params, search
+    spaces and config diffs."""
     flat: dict[str, Any] = {}
-    for key, value in to_dict(cfg).items():
+    for key, value in (cfg if isinstance(cfg, dict) else to_dict(cfg)).items():
         _flatten_into(flat, f"{prefix}{key}", value)
     return flat
 

@@ -24,5 +24,9 @@ class StoreNotFoundError(UserError, LookupError):
     """A read-only command found no tracking store or model (names what was searched)."""
 
 
+class DataFileNotFoundError(UserError, FileNotFoundError):
+    """A feature store, teacher cache or other data file named by the config does not exist."""
+
+
 class NonFiniteTrainingError(RuntimeError):
     """Training produced a non-finite loss, gradient or weight (names epoch and step)."""

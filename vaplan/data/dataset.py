@@ -18,6 +18,7 @@ from vaplan.config import DataConfig
 from vaplan.data.features import load_feature_store
 from vaplan.data.llp import load_split
 from vaplan.data.types import Dataset, SplitData
+from vaplan.errors import DataFileNotFoundError
 
 SPLITS = ("train", "val", "test")
 
@@ -29,7 +30,10 @@ def load_dataset(cfg: DataConfig, progress: bool = False) -> Dataset:
 
         return build_sim_dataset(cfg.sim, progress=progress)
     if cfg.source == "llp":
-        return _load_llp(cfg)
+        try:
+            return _load_llp(cfg)
+        except FileNotFoundError as err:  # a path the user gave: one line in every CLI
+            raise DataFileNotFoundError(str(err)) from None
     raise ValueError(f"data.source must be 'sim' or 'llp', got {cfg.source!r}")
 
 
