@@ -1,14 +1,12 @@
-"""Plain functions behind `vaplan run`, `vaplan pull` and `vaplan evaluate`.
+"""Plain functions behind `vaplan pull` and `vaplan evaluate` (`vaplan run` is
+`pipelines.pipeline.run_and_check`).
 
-    run_and_check(cfg)                                  -> the tracked pipeline, then the
-                                                           champion pulled back and re-evaluated
     pull("vaplan-han", "out/", alias="champion")       -> out/ with checkpoint, labels, config
     evaluate_registered("models:/vaplan-han@champion")  -> the ten test numbers (percent)
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import sys
@@ -16,24 +14,24 @@ import tempfile
 import uuid
 import warnings
 from pathlib import Path
-from typing import Iterator
+from unittest import mock
 
 import mlflow
-import numpy as np
 from mlflow.models import Model
 
 from pipelines import registry, tracking
-from pipelines.artifacts import read_json, write_json
-from pipelines.pyfunc_model import UnverifiedModelWarning
 from vaplan.config import ExperimentConfig, from_dict
 from vaplan.data.types import Dataset
+from vaplan.io import read_json, write_json
 from vaplan.metrics import avvp_scores
+from vaplan.serving import UnverifiedModelWarning, events_from_frame, model_input
 
 PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 PULLED_FILES = {"checkpoint": "checkpoint.pt", "labels": "labels.parquet",
                 "config": "config.json"}
 
 
+@tracking.auth_errors()  # a server's 401/403: one line (docs/deploy.md)
 def pull(model: str, dest: str, alias: str | None = "champion", version: int | None = None,
          tracking_uri: str | None = None) -> Path:
     """Write a registered version's checkpoint.pt, labels.parquet (the denoised labels it was
@@ -94,18 +92,9 @@ def _download_verified(model: str, found, dst: Path) -> tuple[Path, dict[str, Pa
     return local, files
 
 
-@contextlib.contextmanager
-def no_progress_bar() -> Iterator[None]:
+def no_progress_bar():
     """Hide MLflow's per-file download bar (MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR) for a block."""
-    previous = os.environ.get(PROGRESS_BAR)
-    os.environ[PROGRESS_BAR] = "false"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(PROGRESS_BAR, None)
-        else:
-            os.environ[PROGRESS_BAR] = previous
+    return mock.patch.dict(os.environ, {PROGRESS_BAR: "false"})
 
 
 def _load_split(model, split: str, dataset: Dataset | None):
@@ -127,6 +116,7 @@ def _load_split(model, split: str, dataset: Dataset | None):
     return getattr(dataset, split)
 
 
+@tracking.auth_errors()  # a server's 401/403: one line (docs/deploy.md)
 def evaluate_registered(model_uri: str, split: str = "test", tracking_uri: str | None = None,
                         dataset: Dataset | None = None) -> dict[str, float]:
     """Load a registered pyfunc (`models:/vaplan-han@champion` or `models:/vaplan-han/3`), run
@@ -137,8 +127,6 @@ def evaluate_registered(model_uri: str, split: str = "test", tracking_uri: str |
     integrity.json before the weights are loaded (IntegrityError on a mismatch).
     `dataset` skips rebuilding it (it must be the recorded one; its digest is checked).
     """
-    from pipelines.pyfunc_model import events_from_frame
-
     tracking.open_existing_store(tracking_uri, *registry.parse_model_uri(model_uri))
     name, alias, version = registry.parse_model_uri(model_uri)
     found = registry.resolve_version(name, alias=alias, version=version)
@@ -150,17 +138,13 @@ def evaluate_registered(model_uri: str, split: str = "test", tracking_uri: str |
         data = _load_split(model, split, dataset)
         if data.gt_audio is None or data.gt_visual is None or data.features is None:
             raise ValueError(f"split {split!r} has no features or segment ground truth")
-        features = data.features
-        inputs = {"audio": features.audio, "visual": features.visual,
-                  "video_id": np.asarray(data.video_ids, dtype=object)}
-        if features.visual_3d is not None:
-            inputs["visual_3d"] = features.visual_3d
-        frame = model.predict(inputs)
+        frame = model.predict(model_input(data.video_ids, data.features))
     audio = events_from_frame(frame, data.video_ids, "audio_events")
     visual = events_from_frame(frame, data.video_ids, "visual_events")
     return avvp_scores(audio, visual, data.gt_audio, data.gt_visual)
 
 
+@tracking.auth_errors()  # a server's 401/403: one line (docs/deploy.md)
 def logged_scores(model: str, alias: str | None = "champion", version: int | None = None,
                   split: str = "test", tracking_uri: str | None = None) -> dict[str, float]:
     """The `split` scores recorded at registration (registration.json of the version's run;
@@ -178,74 +162,3 @@ def logged_scores(model: str, alias: str | None = "champion", version: int | Non
 def read_pulled_config(folder: str | Path) -> ExperimentConfig:
     """The ExperimentConfig stored in a pulled folder's config.json."""
     return from_dict(ExperimentConfig, read_json(Path(folder) / "config.json")["experiment"])
-
-
-# ---------------------------------------------------------------- vaplan run
-
-def run_and_check(cfg, console=None) -> dict:
-    """`vaplan run` / `make demo`: run the tracked pipeline, print which labels the model was
-    trained on and the gate's decision, pull the champion back from the registry, re-evaluate
-    it on test next to the logged numbers, and print the UI links. Returns the summary."""
-    import time
-
-    from rich.console import Console
-
-    from pipelines.pipeline import run
-    from vaplan.data.dataset import load_dataset
-
-    os.environ.setdefault(PROGRESS_BAR, "false")  # keep the output readable
-    started, console = time.perf_counter(), console or Console()
-    console.print(f"building the {cfg.preset or 'custom'} dataset ...")
-    dataset = load_dataset(cfg.experiment.data)
-    result = run(cfg, dataset=dataset)
-    summary = {"parent_run_id": result.parent_run_id, "run_name": result.run_name}
-    if result.registration is not None:
-        _print_registration(console, cfg, result)
-        summary["drift"] = _check_champion(console, cfg, dataset, result)
-    console.print(f"done in {time.perf_counter() - started:.0f}s: run {result.run_name!r}")
-    print(tracking.ui_links(result.tracking_uri, result.experiment_id, result.parent_run_id))
-    return summary
-
-
-def _print_registration(console, cfg, result) -> None:
-    choice = result.registration["labels"]
-    for modality, made in choice["modalities"].items():  # which labels retrain trained on
-        console.print(f"labels ({modality}): {made['source'].upper()} "
-                      f"(pld.apply={choice['apply']}): {made['reason']}", markup=False)
-    decision = result.registration["decision"]
-    reused = " (reused: nothing changed since that registration)" \
-        if result.steps["register"].reused else ""
-    console.print(f"registered {cfg.model_name} v{result.registration['version']}: "
-                  f"{'promoted to champion' if decision['promoted'] else 'kept as candidate'} "
-                  f"({decision['reason']}){reused}", markup=False)
-
-
-def _check_champion(console, cfg, dataset: Dataset, result) -> float:
-    """Pull the champion, re-evaluate it on test, print it next to the logged numbers;
-    returns the largest difference to the numbers logged for it."""
-    from rich.table import Table
-
-    from vaplan.metrics import SCORE_KEYS
-
-    uri = result.tracking_uri  # the store this run used, never a default
-    with tempfile.TemporaryDirectory(prefix="vaplan-pull-") as dest:
-        record = read_json(pull(cfg.model_name, dest, tracking_uri=uri) / "version.json")
-    version = record["version"]
-    logged = logged_scores(cfg.model_name, version=version, tracking_uri=uri)
-    same_data = record["tags"].get(registry.DATASET_TAG) == dataset.digest
-    scores = evaluate_registered(f"models:/{cfg.model_name}@champion", "test", tracking_uri=uri,
-                                 dataset=dataset if same_data else None)
-    columns = {"re-evaluated": scores, "logged": logged, "this run": result.test_scores}
-    table = Table(title=f"test scores of {cfg.model_name}@champion (v{version}), "
-                        f"pulled from the registry")
-    table.add_column("score")
-    for name in columns:
-        table.add_column(name, justify="right")
-    for key in SCORE_KEYS:
-        table.add_row(key, *(f"{values.get(key, float('nan')):.2f}" for values in columns.values()))
-    console.print(table)
-    drift = max((abs(scores[k] - logged[k]) for k in SCORE_KEYS if k in logged),
-                default=float("nan"))
-    console.print(f"re-evaluation matches the numbers logged for v{version}: {drift < 1e-3} "
-                  f"(max difference {drift:.2e})")
-    return drift

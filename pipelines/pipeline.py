@@ -1,4 +1,5 @@
-"""`run(cfg)`: the tracked VAPLAN pipeline, one parent run with a nested child run per step.
+"""`run(cfg)`: the tracked VAPLAN pipeline, one parent run with a nested child run per step;
+`run_and_check(cfg)` (behind `vaplan run`): that, then the champion pulled back and re-evaluated.
 
 labels (PLG) -> train -> denoise (PLD) -> retrain -> evaluate -> register/promote. The parent
 run carries the whole flattened config, the dataset and its digest, the label sets as dataset
@@ -8,6 +9,7 @@ decision, so runs compare side by side in the MLflow UI.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -15,16 +17,20 @@ from pathlib import Path
 from typing import Callable
 
 import mlflow
+from rich.console import Console
+from rich.table import Table
 
 import vaplan
-from pipelines import steps, tracking
-from pipelines.artifacts import read_json, write_json
+from pipelines import commands, registry, steps, tracking
 from pipelines.config import STEP_NAMES, PipelineConfig
 from pipelines.reuse import StepContext, StepResult
 from pipelines.steps.labels import CHOICE_FILE, tag_label_choice
 from vaplan.config import flatten, to_dict
 from vaplan.data.dataset import load_dataset
 from vaplan.data.types import Dataset
+from vaplan.io import read_json, write_json
+from vaplan.metrics import SCORE_KEYS
+from vaplan.report import flat_scores, results_markdown, run_description
 
 AfterStep = Callable[[str, StepResult], None]
 
@@ -52,12 +58,6 @@ class PipelineResult:
         return [name for name, result in self.steps.items() if result.reused]
 
 
-def _console(enabled: bool):
-    from rich.console import Console
-
-    return Console(stderr=True, quiet=not enabled)
-
-
 def _parent_params(cfg: PipelineConfig, dataset: Dataset) -> dict:
     """The flattened config under its dotted names (`train.lr`), dataset facts, pipeline options."""
     return {**flatten(cfg.experiment), "data.digest": dataset.digest,
@@ -82,7 +82,7 @@ def run(cfg: PipelineConfig, after_step: AfterStep | None = None,
 
 def _run(cfg: PipelineConfig, after_step: AfterStep | None,
          dataset: Dataset | None) -> PipelineResult:
-    started, console = time.perf_counter(), _console(cfg.progress)
+    started, console = time.perf_counter(), Console(stderr=True, quiet=not cfg.progress)
     uri = tracking.use_tracking_uri(cfg.tracking_uri)
     experiment_id = tracking.prepare_store(uri, cfg.experiment_name)
     console.print(f"[bold]vaplan pipeline[/] preset={cfg.preset or '-'} store={uri}")
@@ -159,20 +159,13 @@ def _label_quality(result: PipelineResult) -> dict[str, float]:
 
 
 def _describe(cfg: PipelineConfig, dataset: Dataset, result: PipelineResult) -> str:
-    """The parent run's description (markdown): what ran, then the registered version's
-    description (the gate's decision with its interval, scores, label quality and choice)."""
-    head = [f"**{result.run_name}**: preset `{cfg.preset or '-'}`"
-            + (f", overrides `{' '.join(cfg.overrides)}`" if cfg.overrides else "")
-            + f"; dataset {dataset.description} (digest `{dataset.digest[:12]}`)", ""]
-    if result.registration is not None:
-        head += [f"Registered as **{cfg.model_name} v{result.registration['version']}** "
-                 f"(`models:/{cfg.model_name}/{result.registration['version']}`).", "",
-                 result.registration["description"]]
-    else:
-        choice = read_json(result.steps["denoise"].path(CHOICE_FILE))
-        head.append(steps.results_markdown({"val": result.val_scores, "test": result.test_scores},
-                                           _label_quality(result), choice))
-    return "\n".join(head)
+    """The parent run's description: what ran, then the registered version's description (the
+    gate's decision with its interval, scores, label quality and choice) or the results."""
+    results = None if result.registration is not None else results_markdown(
+        {"val": result.val_scores, "test": result.test_scores}, _label_quality(result),
+        read_json(result.steps["denoise"].path(CHOICE_FILE)))
+    return run_description(result.run_name, cfg.preset, cfg.overrides, dataset.description,
+                           dataset.digest, cfg.model_name, result.registration, results)
 
 
 def _log_parent_summary(result: PipelineResult) -> None:
@@ -183,7 +176,7 @@ def _log_parent_summary(result: PipelineResult) -> None:
     tag_label_choice(read_json(denoised.path(CHOICE_FILE)), run_id=result.parent_run_id)
     scores = read_json(result.steps["evaluate"].path("scores.json"))
     result.val_scores, result.test_scores = scores["val"], scores["test"]
-    tracking.log_scores(steps.flat_scores(scores))
+    tracking.log_scores(flat_scores(scores))
     steps.log_label_input(labels, steps.PLG_FILE, "plg")
     steps.log_label_input(denoised, steps.PLD_FILE, "pld")
     if "register" in result.steps:
@@ -194,3 +187,61 @@ def _log_parent_summary(result: PipelineResult) -> None:
         tracking.set_tags({"vaplan.model_version": result.registration["version"],
                            "vaplan.promotion": "promoted" if decision["promoted"] else "kept",
                            "vaplan.promotion.reason": decision["reason"]})
+
+
+def run_and_check(cfg, console=None) -> dict:
+    """`vaplan run` / `make demo`: run the tracked pipeline, print which labels the model was
+    trained on and the gate's decision, pull the champion back from the registry, re-evaluate
+    it on test next to the logged numbers, and print the UI links. Returns the summary."""
+    os.environ.setdefault(commands.PROGRESS_BAR, "false")  # keep the output readable
+    started, console = time.perf_counter(), console or Console()
+    console.print(f"building the {cfg.preset or 'custom'} dataset ...")
+    dataset = load_dataset(cfg.experiment.data)
+    result = run(cfg, dataset=dataset)
+    summary = {"parent_run_id": result.parent_run_id, "run_name": result.run_name}
+    if result.registration is not None:
+        _print_registration(console, cfg, result)
+        summary["drift"] = _check_champion(console, cfg, dataset, result)
+    console.print(f"done in {time.perf_counter() - started:.0f}s: run {result.run_name!r}")
+    print(tracking.ui_links(result.tracking_uri, result.experiment_id, result.parent_run_id))
+    return summary
+
+
+def _print_registration(console, cfg, result) -> None:
+    choice = result.registration["labels"]
+    for modality, made in choice["modalities"].items():  # which labels retrain trained on
+        console.print(f"labels ({modality}): {made['source'].upper()} "
+                      f"(pld.apply={choice['apply']}): {made['reason']}", markup=False)
+    decision = result.registration["decision"]
+    reused = " (reused: nothing changed since that registration)" \
+        if result.steps["register"].reused else ""
+    console.print(f"registered {cfg.model_name} v{result.registration['version']}: "
+                  f"{'promoted to champion' if decision['promoted'] else 'kept as candidate'} "
+                  f"({decision['reason']}){reused}", markup=False)
+
+
+def _check_champion(console, cfg, dataset: Dataset, result) -> float:
+    """Pull the champion, re-evaluate it on test, print it next to the logged numbers;
+    returns the largest difference to the numbers logged for it."""
+    uri = result.tracking_uri  # the store this run used, never a default
+    with tempfile.TemporaryDirectory(prefix="vaplan-pull-") as dest:
+        record = read_json(commands.pull(cfg.model_name, dest, tracking_uri=uri) / "version.json")
+    version = record["version"]
+    logged = commands.logged_scores(cfg.model_name, version=version, tracking_uri=uri)
+    same_data = record["tags"].get(registry.DATASET_TAG) == dataset.digest
+    scores = commands.evaluate_registered(f"models:/{cfg.model_name}@champion", "test",
+                                          tracking_uri=uri, dataset=dataset if same_data else None)
+    columns = {"re-evaluated": scores, "logged": logged, "this run": result.test_scores}
+    table = Table(title=f"test scores of {cfg.model_name}@champion (v{version}), "
+                        f"pulled from the registry")
+    table.add_column("score")
+    for name in columns:
+        table.add_column(name, justify="right")
+    for key in SCORE_KEYS:
+        table.add_row(key, *(f"{values.get(key, float('nan')):.2f}" for values in columns.values()))
+    console.print(table)
+    drift = max((abs(scores[k] - logged[k]) for k in SCORE_KEYS if k in logged),
+                default=float("nan"))
+    console.print(f"re-evaluation matches the numbers logged for v{version}: {drift < 1e-3} "
+                  f"(max difference {drift:.2e})")
+    return drift

@@ -6,18 +6,17 @@ the candidate predict the same val videos, a paired bootstrap over those videos 
 improvement of `promote_metric` (higher is better) with an interval at `registry.confidence`,
 and the candidate is promoted only when the interval's lower bound exceeds
 `registry.min_improvement` (non-finite scores never promote). The decision, the improvement and
-its interval are version tags; the version description spells them out with the reason.
+its interval are version tags; the version description spells them out with the reason. The
+rule itself (`decide` -> `PromotionDecision`) is `vaplan.gate`, pure.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import sys
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -27,15 +26,16 @@ from mlflow.entities.model_registry import ModelVersion
 
 import vaplan
 from pipelines import tracking
-from pipelines.pyfunc_model import (INTEGRITY, INTEGRITY_FILE, integrity_record, model_signature,
-                                     verify_digests, verify_integrity_file)
+from pipelines.pyfunc_model import model_signature
 from vaplan.config import RegistryConfig
 from vaplan.errors import ConfigError
-from vaplan.stats import paired_bootstrap
+from vaplan.gate import PromotionDecision, decide  # noqa: F401 (the gate's rule: tests, callers)
+from vaplan.io import write_json
+from vaplan.serving import (INTEGRITY, INTEGRITY_FILE, integrity_record, verify_digests,
+                            verify_integrity_file)
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 ENTRY = Path(__file__).with_name("pyfunc_entry.py")
-TAG = "vaplan.promotion."
 DIGEST_TAG = "vaplan.sha256."  # + "checkpoint" / "labels": the registry's own record
 DIGESTED = ("checkpoint", "labels")
 SCORE_TAG = "vaplan.score."  # + the promote metric: the gate's score of the version
@@ -46,68 +46,6 @@ MODEL_URI = re.compile(r"^models:/(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<vers
 
 class IncomparableChampion(Exception):
     """The champion cannot predict the candidate's val videos (message says why)."""
-
-
-@dataclass(frozen=True)
-class PromotionDecision:
-    """What the gate did for one new version.
-
-    Scores are means over the candidate's val videos (points); `improvement` = candidate -
-    champion on those videos with its paired-bootstrap interval [low, high] at `confidence`
-    (None when there was nothing to compare).
-    """
-
-    model_name: str
-    version: str
-    metric: str
-    candidate_score: float
-    champion_version: str | None  # the champion before the decision
-    champion_score: float | None
-    promoted: bool
-    reason: str
-    improvement: float | None = None
-    low: float | None = None
-    high: float | None = None
-    confidence: float = 0.95
-    min_improvement: float = 0.0
-    samples: int = 0
-    videos: int = 0
-
-    def interval(self) -> str:
-        """'[-0.21, +0.40] at 95%', or 'none'."""
-        if self.low is None or self.high is None:
-            return "none"
-        return f"[{self.low:+.3f}, {self.high:+.3f}] at {100 * self.confidence:g}%"
-
-    def tags(self) -> dict[str, str]:
-        """Three version tags: the decision, the improvement and its interval (the scores and
-        the champion are in the description and registration.json)."""
-        return {f"{TAG}decision": "promoted" if self.promoted else "kept",
-                f"{TAG}improvement": ("none" if self.improvement is None
-                                      else f"{self.improvement:+.3f}"),
-                f"{TAG}interval": self.interval()}
-
-    def description(self) -> str:
-        """The version description (markdown): scores, improvement +- interval, the reason."""
-        verdict = "promoted to `champion`" if self.promoted else "kept as `candidate`"
-        champion = ("none" if self.champion_version is None else
-                    f"v{self.champion_version}: "
-                    + ("not scored" if self.champion_score is None
-                       else f"{self.champion_score:.3f}"))
-        lines = [f"**Promotion gate: {verdict}**", "",
-                 f"| `{self.metric}` on {self.videos} val videos | value |", "| --- | --- |",
-                 f"| candidate v{self.version} | {self.candidate_score:.3f} |",
-                 f"| champion before | {champion} |"]
-        if self.improvement is not None:
-            lines.append(f"| improvement (candidate - champion) | {self.improvement:+.3f} "
-                         f"{self.interval()} |")
-        lines += ["", f"Rule: promote when the lower bound of the improvement (paired bootstrap "
-                      f"over val videos, {self.samples} resamples) exceeds min_improvement = "
-                      f"{self.min_improvement:g}.", "", f"Reason: {self.reason}"]
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def requirements() -> list[str]:
@@ -122,9 +60,11 @@ def requirements() -> list[str]:
             f"pandas=={pandas.__version__}", f"pyarrow=={pyarrow.__version__}"]
 
 
+@tracking.promoter_credentials()  # registers: the promoter account (docs/deploy.md)
 def log_han_model(model_name: str, checkpoint: Path, labels: Path, config_json: Path,
                   scores: Mapping[str, float], metadata: Mapping[str, str]):
     """Log the pyfunc into the active run, register it as a new version; returns ModelInfo.
+    Runs as the promoter account where one is configured (`tracking.promoter_credentials`).
 
     The sha256 of each bundled file goes into the model as integrity.json and, for the
     checkpoint and labels, onto the version as tags `vaplan.sha256.<key>` (see verify_version).
@@ -133,8 +73,7 @@ def log_han_model(model_name: str, checkpoint: Path, labels: Path, config_json: 
     record = integrity_record(files)
     with tempfile.TemporaryDirectory(prefix="vaplan-integrity-") as tmp, \
             warnings.catch_warnings():  # "no input example": inputs are free-form on purpose
-        integrity = Path(tmp) / INTEGRITY_FILE
-        integrity.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        integrity = write_json(Path(tmp) / INTEGRITY_FILE, record)
         warnings.filterwarnings("ignore", message=".*input example", category=UserWarning)
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(ENTRY), artifacts={**files, INTEGRITY: str(integrity)},
@@ -204,6 +143,7 @@ def current_alias(name: str, alias: str) -> ModelVersion | None:
 ChampionScores = Callable[[str], np.ndarray]  # champion version -> per-video scores (N,)
 
 
+@tracking.promoter_credentials()  # moves aliases: the promoter account (docs/deploy.md)
 def apply_promotion_gate(name: str, version: str | int, candidate: np.ndarray,
                          metric: str = "val/seg_type", cfg: RegistryConfig = RegistryConfig(),
                          champion_scores: ChampionScores | None = None,
@@ -238,58 +178,6 @@ def apply_promotion_gate(name: str, version: str | int, candidate: np.ndarray,
     description = decision.description() + (f"\n\n{notes}" if notes else "")
     client.update_model_version(name, version, description=description)
     return decision
-
-
-def decide(name: str, version: str, metric: str, candidate: np.ndarray,
-           champion_version: str | None, champion: np.ndarray | None,
-           cfg: RegistryConfig = RegistryConfig(),
-           unavailable: str | None = None) -> PromotionDecision:
-    """The gate's rule on per-video scores of the same videos (pure: no MLflow calls).
-
-    Non-finite candidate scores never promote; no champion -> promote; otherwise promote only
-    when the lower bound of the paired-bootstrap improvement at cfg.confidence exceeds
-    cfg.min_improvement. `unavailable` says why the champion could not be scored (kept).
-    """
-    candidate = np.asarray(candidate, dtype=np.float64)  # (N,)
-    held, score = champion_version, float(np.mean(candidate))
-    base = dict(model_name=name, version=str(version), metric=metric, candidate_score=score,
-                champion_version=held, confidence=cfg.confidence,
-                min_improvement=cfg.min_improvement, samples=cfg.bootstrap_samples,
-                videos=int(candidate.size))
-    bad = int((~np.isfinite(candidate)).sum())
-    if bad:
-        return PromotionDecision(**base, champion_score=None, promoted=False,
-                                 reason=f"candidate {metric} is not finite on {bad} of "
-                                        f"{candidate.size} val videos: never promoted")
-    if held is None:
-        return PromotionDecision(**base, champion_score=None, promoted=True,
-                                 reason="no champion yet")
-    if held == str(version):
-        return PromotionDecision(**base, champion_score=None, promoted=True,
-                                 reason="already champion")
-    if unavailable is not None or champion is None:
-        why = unavailable or "its scores are missing"
-        return PromotionDecision(**base, champion_score=None, promoted=False,
-                                 reason=f"champion v{held} cannot be compared on the "
-                                        f"candidate's val videos: {why}; kept as candidate "
-                                        f"(move the alias by hand if that is intended)")
-    champion = np.asarray(champion, dtype=np.float64)
-    if not np.isfinite(champion).all():
-        return PromotionDecision(**base, champion_score=float(np.mean(champion)), promoted=False,
-                                 reason=f"champion v{held} has non-finite {metric} scores: "
-                                        f"no comparison; kept as candidate")
-    test = paired_bootstrap(candidate, champion, samples=cfg.bootstrap_samples,
-                            confidence=cfg.confidence, seed=cfg.seed)
-    promoted = test.exceeds(cfg.min_improvement)
-    verdict = (f"lower bound {test.low:+.3f} > min_improvement {cfg.min_improvement:g}"
-               if promoted else
-               f"lower bound {test.low:+.3f} <= min_improvement {cfg.min_improvement:g}: "
-               f"not better beyond the noise")
-    reason = (f"{metric} {score:.3f} vs champion v{held} {test.reference_mean:.3f}: "
-              f"improvement {test.describe()} over {test.videos} val videos; {verdict}")
-    return PromotionDecision(**base, champion_score=test.reference_mean, promoted=promoted,
-                             reason=reason, improvement=test.improvement, low=test.low,
-                             high=test.high)
 
 
 def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:

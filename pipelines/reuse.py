@@ -1,8 +1,8 @@
 """Step execution with reuse: each step is a child run whose outputs are keyed by a hash.
 
-key = sha256(step name, step format version, the step's config, the digests of its inputs).
-A step whose key matches an earlier FINISHED run reuses that run's output files (downloaded
-from its artifacts) instead of recomputing, so a re-run after a crash continues where it
+key = `vaplan.reuse.step_key` (step name, format, config, input digests). A step whose key
+matches an earlier FINISHED run reuses that run's output files (downloaded from its
+artifacts, checked against its manifest) instead of recomputing, so a re-run after a crash continues where it
 stopped. The reusing child run is still created (the parent always shows every step); it is
 tagged `vaplan.reused_from` and replays the recorded metrics, so runs compare alike in the UI.
 
@@ -13,65 +13,23 @@ and writes manifest.json (file digests) last.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import tempfile
-from dataclasses import dataclass, field, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import mlflow
 
-import vaplan
 from pipelines import tracking
-from pipelines.artifacts import read_json, sha256_file, write_json
-from vaplan.config import flatten, to_dict
-from vaplan.io import replace_dir
+from vaplan.config import flatten
+from vaplan.io import read_json, replace_dir, write_json
+from vaplan.reuse import (MANIFEST, StepContext, StepResult, last_values,  # noqa: F401
+                          manifest_files, matches, step_key)
 
-STEP_FORMAT = 1  # bump when a step's outputs change meaning, to invalidate old keys
 KEY_TAG, OUTPUTS_TAG, REUSED_TAG, STEP_TAG = ("vaplan.step_key", "vaplan.outputs_run",
                                              "vaplan.reused_from", "vaplan.step")
 INPUT_TAG = "vaplan.input."  # + input name: the sha256 of a step's input
-
-
-@dataclass
-class StepContext:
-    """What every step needs besides its own config and inputs."""
-
-    experiment_id: str
-    parent_run_id: str
-    work_dir: Path
-    reuse: bool = True
-    progress: bool = True
-
-
-@dataclass(frozen=True)
-class StepResult:
-    """A finished step: its run, key, local output folder and recorded metrics."""
-
-    name: str
-    key: str
-    run_id: str
-    outputs_run_id: str  # the run whose artifacts hold the files (== run_id unless reused)
-    out_dir: Path
-    files: dict[str, str]  # relative path -> sha256
-    metrics: dict[str, float]  # last value per metric name
-    reused: bool = False
-
-    def path(self, name: str) -> Path:
-        if name not in self.files:
-            raise KeyError(f"step {self.name!r} has no output {name!r}; "
-                           f"it has {sorted(self.files)}")
-        return self.out_dir / name
-
-    def digest(self, name: str) -> str:
-        self.path(name)
-        return self.files[name]
-
-    def artifact_uri(self, name: str) -> str:
-        self.path(name)
-        return f"runs:/{self.outputs_run_id}/{name}"
 
 
 @dataclass
@@ -85,25 +43,17 @@ class StepLog:
         self.records.extend((key, value, step) for key, value in logged.items())
 
     def last(self) -> dict[str, float]:
-        return {key: value for key, value, _ in sorted(self.records, key=lambda r: r[2])}
+        return last_values(self.records)
 
 
 Compute = Callable[[Path, StepLog], None]
 
 
-def step_key(name: str, config: Any, inputs: Mapping[str, str]) -> str:
-    """sha256 over the step name, format, vaplan version, config and input digests."""
-    payload = {"step": name, "format": STEP_FORMAT, "vaplan": vaplan.__version__,
-               "config": config, "inputs": dict(inputs)}
-    text = json.dumps(payload, sort_keys=True,
-                      default=lambda item: to_dict(item) if is_dataclass(item) else str(item))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def find_reusable(experiment_id: str, key: str) -> str | None:
     """The run id holding the outputs of an earlier FINISHED run with this key, if any."""
     runs = tracking.client().search_runs(
-        [experiment_id], filter_string=f"tags.`{KEY_TAG}` = '{key}' and attributes.status = 'FINISHED'",
+        [experiment_id],
+        filter_string=f"tags.`{KEY_TAG}` = '{key}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"], max_results=20)
     for run in runs:
         source = run.data.tags.get(OUTPUTS_TAG)
@@ -112,24 +62,18 @@ def find_reusable(experiment_id: str, key: str) -> str | None:
     return None
 
 
-def _manifest_files(out_dir: Path) -> dict[str, str]:
-    return {path.relative_to(out_dir).as_posix(): sha256_file(path)
-            for path in sorted(out_dir.rglob("*"))
-            if path.is_file() and path.name != "manifest.json"}
-
-
 def _fetch(source_run_id: str, out_dir: Path) -> dict | None:
     """Download an earlier run's outputs into out_dir; None when they are gone or incomplete."""
-    local = out_dir / "manifest.json"
-    if local.is_file() and _valid(out_dir, read_json(local)):
+    local = out_dir / MANIFEST
+    if local.is_file() and matches(out_dir, read_json(local)):
         return read_json(local)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=out_dir.parent))
     try:
         mlflow.artifacts.download_artifacts(run_id=source_run_id, artifact_path="",
                                             dst_path=str(staging))
-        manifest = read_json(staging / "manifest.json")
-        if not _valid(staging, manifest):
+        manifest = read_json(staging / MANIFEST)
+        if not matches(staging, manifest):
             return None
         replace_dir(staging, out_dir)  # mkdtemp's 0700 -> the umask's folder mode
         return manifest
@@ -137,11 +81,6 @@ def _fetch(source_run_id: str, out_dir: Path) -> dict | None:
         return None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _valid(folder: Path, manifest: dict) -> bool:
-    return all((folder / name).is_file() and sha256_file(folder / name) == digest
-               for name, digest in manifest.get("files", {}).items())
 
 
 def section_params(*configs: Any) -> dict[str, Any]:
@@ -187,8 +126,8 @@ def _compute(compute: Compute, out_dir: Path, name: str, key: str) -> dict:
     log = StepLog()
     compute(out_dir, log)
     write_json(out_dir / "metrics.json", [list(record) for record in log.records])
-    manifest = {"step": name, "key": key, "files": _manifest_files(out_dir)}
-    write_json(out_dir / "manifest.json", manifest)
+    manifest = {"step": name, "key": key, "files": manifest_files(out_dir)}
+    write_json(out_dir / MANIFEST, manifest)
     return manifest
 
 
@@ -208,5 +147,5 @@ def _replay(out_dir: Path, source: str) -> None:
 def _result(name: str, key: str, run_id: str, source: str, out_dir: Path, manifest: dict,
             reused: bool) -> StepResult:
     records = read_json(out_dir / "metrics.json") if (out_dir / "metrics.json").is_file() else []
-    last = {k: float(v) for k, v, _ in sorted(records, key=lambda r: r[2])}
-    return StepResult(name, key, run_id, source, out_dir, dict(manifest["files"]), last, reused)
+    return StepResult(name, key, run_id, source, out_dir, dict(manifest["files"]),
+                      last_values(records), reused)

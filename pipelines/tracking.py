@@ -40,7 +40,7 @@ from mlflow import MlflowClient
 from mlflow.entities import RunTag
 
 from vaplan.config import flatten
-from vaplan.errors import StoreNotFoundError
+from vaplan.errors import StoreNotFoundError, TrackingAuthError
 
 DEFAULT_EXPERIMENT = "vaplan"
 STORE_DIR = "mlruns"
@@ -56,6 +56,11 @@ NOTE_TAG = "mlflow.note.content"  # a run's description in the UI
 EXPERIMENT_KIND_TAG, MACHINE_LEARNING_KIND = "mlflow.experimentKind", "custom_model_development"
 ML_QUERY = "workflowType=machine_learning"
 LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+# A server with MLflow's basic-auth app (docs/deploy.md, "Accounts"): MLflow reads the account
+# from these variables on every request; the registering step switches to the promoter's.
+CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+PROMOTER = ("VAPLAN_PROMOTER_USERNAME", "VAPLAN_PROMOTER_PASSWORD")
+AUTH_STATUS = {"UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403}  # MLflow error code -> HTTP
 
 
 def default_tracking_uri(cwd: str | Path | None = None) -> str:
@@ -142,8 +147,75 @@ def open_existing_store(uri: str | None = None, model: str | None = None,
                                  f"{WHERE_TO_POINT}")
     _point_mlflow(resolved)
     if model is not None:
-        _require_model(resolved, model, alias, version)
+        with auth_errors(resolved):
+            _require_model(resolved, model, alias, version)
     return resolved
+
+
+# ---------------------------------------------------------------- authenticated servers
+
+@contextlib.contextmanager
+def auth_errors(uri: str | None = None) -> Iterator[None]:
+    """Within the block (or a function it decorates), an MLflow server's 401 (credentials) or
+    403 (permission) becomes a TrackingAuthError: one line naming the server, the account and
+    the refused request, instead of MLflow's traceback. Other errors pass unchanged."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as err:
+        status, server = AUTH_STATUS.get(err.error_code), uri or mlflow.get_tracking_uri()
+        if status is None or not server.startswith(("http://", "https://")):
+            raise
+        raise TrackingAuthError(auth_message(status, server, str(err))) from err
+
+
+def auth_message(status: int, uri: str, detail: str = "") -> str:
+    """The one line for a 401/403 of the server at `uri` (credentials in the URI hidden)."""
+    parsed = urlparse(uri)
+    server = uri if parsed.password is None else uri.replace(parsed.netloc,
+                                                             parsed.netloc.rpartition("@")[2])
+    user = os.environ.get(CREDENTIALS[0])
+    account = f"account {user!r}" if user else f"no account ({CREDENTIALS[0]} is not set)"
+    if status == 401:
+        return (f"the MLflow server {server} refused the credentials of {account} (401): set "
+                f"{CREDENTIALS[0]} and {CREDENTIALS[1]} to a valid account (docs/deploy.md)")
+    if "Invalid Host header" in detail:  # the server's --allowed-hosts, not an account
+        return (f"the MLflow server {server} refused this host name (403): add it to the "
+                f"server's --allowed-hosts (MLFLOW_EXTRA_ALLOWED_HOSTS, docs/deploy.md)")
+    endpoint = re.search(r"endpoint (\S+)", detail)
+    request = f" for {endpoint[1]}" if endpoint else ""
+    return (f"the MLflow server {server} denied {account} permission{request} (403): the "
+            f"account lacks that permission (accounts table in docs/deploy.md)")
+
+
+@contextlib.contextmanager
+def promoter_credentials() -> Iterator[None]:
+    """Registry writes (new versions, version tags, aliases) as the promoter account: within
+    the block MLflow's credentials are VAPLAN_PROMOTER_USERNAME/PASSWORD when those are set
+    (the cluster's head, docs/deploy.md); without them nothing changes (a local store, or one
+    account for everything). The previous credentials come back afterwards. Only the
+    registering step (pipelines.registry) uses it, in the driver process. A 401/403 inside
+    is a TrackingAuthError (`auth_errors`)."""
+    user = os.environ.get(PROMOTER[0])
+    if not user:
+        with auth_errors():
+            yield
+        return
+    if not os.environ.get(PROMOTER[1]):
+        raise TrackingAuthError(f"{PROMOTER[0]} is set but {PROMOTER[1]} is not: set both (the "
+                                f"promoter account, docs/deploy.md) or neither")
+    previous = {name: os.environ.get(name) for name in CREDENTIALS}
+    os.environ[CREDENTIALS[0]], os.environ[CREDENTIALS[1]] = user, os.environ[PROMOTER[1]]
+    try:
+        with auth_errors():
+            yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _store_exists(path: Path, is_sqlite: bool) -> bool:
@@ -217,9 +289,10 @@ def prepare_store(uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) 
     KILLED (`mark_dead_runs`).
     """
     resolved = use_tracking_uri(uri)
-    with store_lock(resolved):
+    with auth_errors(resolved), store_lock(resolved):
         experiment_id = _ensure_experiment(resolved, experiment)
-    mark_dead_runs(experiment_id)
+    with auth_errors(resolved):
+        mark_dead_runs(experiment_id)
     return experiment_id
 
 

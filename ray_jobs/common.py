@@ -3,24 +3,29 @@
 `run_trial` (every sweep's trainable) applies a trial's values to the base config and runs
 the job's body (`vaplan.method` calls that `tune.report`), data from `tune.with_parameters`.
 `TrialRuns`, a `tune.Callback` in the driver, makes each trial a child run of the sweep's
-parent run: workers never write to the store.
+parent run (a trial group, `--group-size`: one run per member; docs/ray.md): workers never
+write to the store. `trial_resources` resolves `--gpus-per-trial auto` once Ray is up.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import ray
 from ray import tune
-from ray.tune.utils import flatten_dict
 
 from pipelines import tracking
+from vaplan.trial_groups import (auto_gpus_per_trial, check_group_space, member_id, pack,
+                                 parse_gpus_per_trial)
 from vaplan.config import ExperimentConfig, replace_path
+from vaplan.sweeps import apply_config, dotted, metrics_of, trial_name  # noqa: F401 (importers)
 
 TRIAL_TAG, SWEEP_TAG = "vaplan.trial_id", "vaplan.sweep"
 JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray in the driver of a submitted job
@@ -65,31 +70,57 @@ def init_ray(address: str | None = None, num_cpus: int | None = None,
     return "local"
 
 
-def dotted(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A trial's config with dotted keys ({"pld": {"visual_k": 5}} -> {"pld.visual_k": 5})."""
-    return {k: v.item() if hasattr(v, "item") else v
-            for k, v in flatten_dict(dict(config), delimiter=".").items()}
-
-
-def apply_config(base: ExperimentConfig, config: Mapping[str, Any]) -> ExperimentConfig:
-    """The base experiment with a trial's values applied (each checked by the config)."""
-    for key, value in dotted(config).items():
-        base = replace_path(base, key, value)
-    return base
-
-
 def run_trial(config: dict, body: Callable, base: ExperimentConfig, done: Mapping[str, dict],
               inject: tuple = (), **data: Any) -> None:
-    """Tune's trainable: `body(experiment, **data)`. A trial whose MLflow run already FINISHED
-    (Tune's saved state may lag behind a stop) reports that run's metrics and returns."""
+    """Tune's trainable: `body(experiment, **data)`; a trial group ({"group": [values, ...]},
+    --group-size) gets the list of its members' experiments. A trial whose MLflow run already
+    FINISHED (Tune's saved state may lag behind a stop) reports that run's metrics and returns."""
     trial_id = tune.get_context().get_trial_id()
     if trial_id in done:
         return tune.report(done[trial_id])
-    values = dotted(config)
+    members = [dotted(v) for v in config["group"]] if "group" in config else [dotted(config)]
     for key, value in inject:
-        if str(values.get(key)) == value:
+        if any(str(values.get(key)) == value for values in members):
             raise RuntimeError(f"injected failure for {key}={value} (--inject-failure)")
-    body(apply_config(base, values), **data)
+    experiments = [apply_config(base, values) for values in members]
+    body(experiments if "group" in config else experiments[0], **data)  # a group: a list
+
+
+def group_space(param_space: Mapping, num_samples: int, size: int, seed: int) -> dict:
+    """--group-size: the search drawn up front (Tune's own variant generator: every grid point
+    num_samples times, random domains seeded) and packed `size` per trial, as the param_space
+    {"group": grid_search([[values, ...], ...])}; each trial trains one batched group."""
+    from ray.tune.search.variant_generator import generate_variants
+
+    check_group_space([k for k, v in param_space.items() if not _constant(v)], size)
+    rng = np.random.default_rng(seed)
+    members = [spec for _ in range(num_samples) for _, spec in
+               generate_variants(dict(param_space), random_state=rng)]
+    return {"group": tune.grid_search(pack(members, size))}
+
+
+def _constant(value: Any) -> bool:
+    return not isinstance(value, (Mapping, tune.search.sample.Domain))
+
+
+def trial_resources(opts, trains: bool, params: Mapping, samples: int,
+                    base: ExperimentConfig) -> tuple[dict, ExperimentConfig]:
+    """A trial's {"cpu", "gpu"} and the base config its trials train with. --gpus-per-trial
+    auto: the cluster's GPUs shared by the trials that run at once (0 without GPUs;
+    `vaplan.trial_groups.auto_gpus_per_trial`); a trial with a GPU trains on train.device=cuda.
+    `params`, `samples`: the Tuner's param_space and num_samples (grids multiply it)."""
+    gpus = parse_gpus_per_trial(opts.gpus_per_trial) if trains else 0.0
+    if gpus is None:
+        trials = samples * math.prod(len(v["grid_search"]) for v in params.values()
+                                     if isinstance(v, Mapping) and "grid_search" in v)
+        cluster = ray.cluster_resources()
+        gpus = auto_gpus_per_trial(cluster.get("GPU", 0), cluster.get("CPU", 1), trials,
+                                   opts.cpus_per_trial, opts.max_concurrent)
+        print(f"--gpus-per-trial auto: {gpus:g} GPU per trial ({cluster.get('GPU', 0):g} GPUs "
+              f"in the cluster, {trials} trials)", flush=True)
+    if gpus > 0 and base.train.device == "cpu":
+        base = replace_path(base, "train.device", "cuda")
+    return {"cpu": opts.cpus_per_trial, "gpu": gpus}, base
 
 
 def finished_trials(experiment_id: str, parent_run_id: str) -> dict[str, Any]:
@@ -99,19 +130,6 @@ def finished_trials(experiment_id: str, parent_run_id: str) -> dict[str, Any]:
         filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent_run_id}' and "
                       f"attributes.status = 'FINISHED'")
     return {run.data.tags[TRIAL_TAG]: run for run in runs if TRIAL_TAG in run.data.tags}
-
-
-def metrics_of(result: Mapping[str, Any]) -> dict[str, float]:
-    """Our metrics in a Tune result (their names hold a "/"; Tune's own fields do not)."""
-    return {k: float(v) for k, v in result.items()
-            if "/" in k and isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def run_name(values: Mapping[str, Any], keys: list[str], trial_id: str = "") -> str:
-    """A trial's name: its searched values (4 significant digits), then its number."""
-    shown = [f"{k.split('.', 1)[-1]}={f'{v:.4g}' if isinstance(v, float) else v}"
-             for k, v in values.items() if k.startswith(tuple(keys))]
-    return " ".join([*shown, trial_id.rsplit("_", 1)[-1]]).strip()
 
 
 class TrialRuns(tune.Callback):
@@ -128,21 +146,32 @@ class TrialRuns(tune.Callback):
         self.done = set(finished_trials(self.experiment_id, self.parent_run_id))
         self.runs, self.ended, self.total = {}, 0, total_num_samples  # open: trial id -> run
 
+    def _members(self, trial, result: Mapping | None = None) -> list[tuple[str, dict, dict]]:
+        """(run key, option values, its report) per MLflow run of a trial: the trial itself,
+        or each member of a trial group (--group-size; docs/ray.md "Trial groups")."""
+        result = result if result is not None else (trial.last_result or {})
+        if "group" not in trial.config:
+            return [(trial.trial_id, dotted(trial.config), result)]
+        reports = result.get("members") or {}
+        return [(member_id(trial.trial_id, g), dotted(values), reports.get(str(g), {}))
+                for g, values in enumerate(trial.config["group"])]
+
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        if trial.trial_id in self.done or trial.trial_id in self.runs:
-            return
-        values = dotted(trial.config)
-        tags = {tracking.PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial.trial_id,
-                SWEEP_TAG: self.job, **tracking.process_tags()}
-        run = tracking.client().create_run(
-            self.experiment_id, run_name=run_name(values, self.keys, trial.trial_id), tags=tags)
-        tracking.log_flat_params(apply_config(self.base, values), run_id=run.info.run_id)
-        self.runs[trial.trial_id] = run.info.run_id
+        for key, values, _ in self._members(trial, {}):
+            if key in self.done or key in self.runs:
+                continue
+            tags = {tracking.PARENT_TAG: self.parent_run_id, TRIAL_TAG: key,
+                    SWEEP_TAG: self.job, **tracking.process_tags()}
+            run = tracking.client().create_run(
+                self.experiment_id, run_name=trial_name(values, self.keys, key), tags=tags)
+            tracking.log_flat_params(apply_config(self.base, values), run_id=run.info.run_id)
+            self.runs[key] = run.info.run_id
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        if trial.trial_id in self.runs:
-            tracking.log_scores(metrics_of(result), step=result.get("training_iteration"),
-                                run_id=self.runs[trial.trial_id])
+        step = result.get("training_iteration")
+        for key, _, report in self._members(trial, result):
+            if key in self.runs and "error" not in report and report.get("epoch", step) == step:
+                tracking.log_scores(metrics_of(report), step=step, run_id=self.runs[key])
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._end(trial, "FINISHED")
@@ -160,21 +189,30 @@ class TrialRuns(tune.Callback):
 
     def _end(self, trial, status: str) -> None:
         self.ended += 1
-        run_id, result = self.runs.pop(trial.trial_id, None), trial.last_result or {}
-        line = f"{self.metric} {result.get(self.metric, float('nan')):.4g}"
+        result = trial.last_result or {}
+        for key, values, report in self._members(trial, result):
+            self._close(trial, key, values, report, status, result)
+
+    def _close(self, trial, key: str, values: dict, report: Mapping, status: str,
+               result: Mapping) -> None:
+        run_id = self.runs.pop(key, None)
+        line = f"{self.metric} {report.get(self.metric, float('nan')):.4g}"
         tags = {}  # done: it returned, or a scheduler (ASHA) stopped it; else the stop cut it
+        error = report.get("error") if key != trial.trial_id else None  # a group member's
         if STOP["stopping"] and not result.get("done"):
             status, line, tags = "KILLED", "KILLED by the stop", {"vaplan.interrupted": "true"}
+        elif error:
+            status = "FAILED"
         if status == "FAILED":
             try:  # the exception: the last line of the trial's error.txt
-                error = Path(trial.error_file).read_text().strip().splitlines()[-1]
+                error = error or Path(trial.error_file).read_text().strip().splitlines()[-1]
             except (OSError, TypeError, IndexError):
                 error = "error"
             line, tags = f"FAILED: {error[:200]}", {"vaplan.error": error}
         if run_id:
             tracking.set_tags(tags, run_id=run_id)
             tracking.client().set_terminated(run_id, status)
-        elif trial.trial_id in self.done:
+        elif key in self.done:
             line += " (recorded before the stop)"
-        name = run_name(dotted(trial.config), self.keys, trial.trial_id)
-        print(f"[{self.ended}/{self.total or '?'}] {name}: {line}", flush=True)
+        print(f"[{self.ended}/{self.total or '?'}] {trial_name(values, self.keys, key)}: {line}",
+              flush=True)

@@ -1,4 +1,5 @@
-"""The sweep driver every job shares: options, the parent run, the Tuner, the winner.
+"""The sweep driver every job shares: options, the parent run, the Tuner, the winner (the
+resumable state, the trials table and description are `vaplan.sweeps`).
 
 Checked before Ray or MLflow start (one line, exit 2); a parent run `<job> <preset> <short id>`
 in `--experiment` (default `vaplan-sweeps`); `tune.Tuner` (or `Tuner.restore` on --resume);
@@ -9,24 +10,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from pipelines import tracking
 from ray_jobs import common, space as spaces
-from vaplan.data.dataset import load_dataset
 from vaplan.cli import ArgumentParser
-from vaplan.config import ExperimentConfig, apply_overrides, from_dict, get_preset, to_dict
+from vaplan.config import ExperimentConfig, to_dict
+from vaplan.data.dataset import load_dataset
 from vaplan.errors import UserError
-from vaplan.io import atomic_write
+from vaplan.trial_groups import MemberGrid
+from vaplan.sweeps import (STATE_FILE, SweepState, base_experiment,  # noqa: F401
+                           sweep_description, sweep_folder, trials_table)
 
-STATE_FILE = "vaplan_sweep.json"  # next to Tune's state: what --resume reads
 EXIT_INVALID, EXIT_INTERRUPTED = 2, 3
 
 
@@ -43,38 +44,9 @@ class SweepSpec:
     num_samples: int = 1
     scheduler: Callable | None = None  # scheduler(opts, base) -> Tune scheduler or None
     trains: bool = False  # trials train HAN (--cpus/--gpus-per-trial, torch threads)
-
-
-@dataclass
-class SweepState:
-    """A planned sweep; <storage>/<name>/vaplan_sweep.json once its parent run exists."""
-
-    job: str
-    name: str
-    parent_run_id: str
-    experiment_id: str
-    tracking_uri: str
-    base: dict
-    space: dict
-    num_samples: int
-    finished: bool = False
-    best: dict = field(default_factory=dict)
-
-    def save(self, folder: Path) -> None:
-        atomic_write(folder / STATE_FILE, json.dumps(self.__dict__, indent=2, default=str))
-
-    @classmethod
-    def load(cls, folder: Path) -> "SweepState":
-        return cls(**json.loads((folder / STATE_FILE).read_text()))
-
-    @property
-    def experiment(self) -> ExperimentConfig:
-        return from_dict(ExperimentConfig, self.base)
-
-    @property
-    def winner(self) -> ExperimentConfig:
-        """The base experiment with the best trial's values applied."""
-        return common.apply_config(self.experiment, self.best.get("best", {}))
+    # points(space, base) -> [{option: value}]: trials run first, besides the space (Tune's
+    # points_to_evaluate; tune_pld's "no denoising" arm, docs/ray.md)
+    points: Callable | None = None
 
 
 def parser(spec: SweepSpec, doc: str) -> ArgumentParser:
@@ -94,7 +66,9 @@ def parser(spec: SweepSpec, doc: str) -> ArgumentParser:
     add("--num-samples", type=int, help="Tune num_samples (grids multiply it)")
     add("--max-concurrent", type=int, default=0, help="trials at once (0: as resources allow)")
     add("--cpus-per-trial", type=float, default=1.0, help="also the trial's torch threads")
-    add("--gpus-per-trial", type=float, default=0.0, help="e.g. 0.25: four trials per GPU")
+    add("--gpus-per-trial", default="auto", metavar="auto|N",
+        help="auto (default): the cluster's GPUs shared by the trials that run at once, 0 "
+             "without GPUs; or e.g. 0.25: four trials per GPU")
     add("--address", help="Ray address; default: the job's cluster, RAY_ADDRESS or a local "
                           "head, else a new one; 'local': always a new one")
     add("--num-cpus", type=int, help="CPUs of a new local Ray")
@@ -112,29 +86,6 @@ def parser(spec: SweepSpec, doc: str) -> ArgumentParser:
     add("--verbose", action="store_true", help="Ray Tune's own progress output, worker logs")
     add("--quiet", action="store_true", help=argparse.SUPPRESS)  # the default now
     return p
-
-
-def base_experiment(opts, spec: SweepSpec) -> ExperimentConfig:
-    """Preset + --set (+ device and threads for training trials); ConfigError if bad."""
-    base = apply_overrides(get_preset(opts.preset), list(opts.overrides))
-    if spec.trains:
-        base = apply_overrides(base, [
-            f"train.device={'cuda' if opts.gpus_per_trial > 0 else base.train.device}",
-            f"train.num_threads={max(1, int(opts.cpus_per_trial))}"])
-    return base
-
-
-def sweep_folder(job: str, opts) -> Path:
-    """<storage>/<--name>, on --resume the newest `<job>-<preset>-*`, else a new name."""
-    root = Path(opts.storage_path or Path.home() / "ray_results").expanduser().resolve()
-    prefix = f"{job}-{opts.preset}-"
-    if opts.name or not opts.resume:
-        return root / (opts.name or prefix + time.strftime("%Y%m%d-%H%M%S"))
-    found = sorted((p for p in root.glob(prefix + "*") if (p / STATE_FILE).is_file()
-                    or any(p.glob(f"*/{STATE_FILE}"))), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise UserError(f"--resume: no {prefix}* sweep under {root}; pass --name")
-    return found[-1]
 
 
 def plan(spec: SweepSpec, opts, folder: Path, base: ExperimentConfig | None = None,
@@ -230,11 +181,18 @@ def _fit(spec: SweepSpec, opts, state: SweepState, folder: Path, data: Mapping[s
 
     done = {trial_id: dict(run.data.metrics) for trial_id, run in
             common.finished_trials(state.experiment_id, state.parent_run_id).items()}
+    points = spec.points(state.space, state.experiment) if spec.points else []
+    params, samples = spaces.param_space(state.space), state.num_samples + len(points)
+    if getattr(opts, "group_size", 1) > 1:  # tune_train --group-size: docs/ray.md
+        params, samples, points = common.group_space(params, samples, opts.group_size,
+                                                     opts.seed), 1, []
+    resources, base = common.trial_resources(opts, spec.trains, params, samples,
+                                             state.experiment)  # --gpus-per-trial auto
     trainable = tune.with_resources(
-        tune.with_parameters(common.run_trial, body=spec.body, base=state.experiment,
+        tune.with_parameters(common.run_trial, body=spec.body, base=base,
                              done=done, inject=tuple(tuple(item.split("=", 1))
                                                      for item in opts.inject_failure), **data),
-        {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial if spec.trains else 0})
+        resources)
     common.STOP.update(after=opts.interrupt_after, stopping=False)
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours below, for both signals
 
@@ -247,20 +205,22 @@ def _fit(spec: SweepSpec, opts, state: SweepState, folder: Path, data: Mapping[s
             tuner = tune.Tuner.restore(str(folder), trainable, resume_errored=True)
         else:
             callback = common.TrialRuns(state.tracking_uri, state.experiment_id,
-                                        state.parent_run_id, state.experiment,
+                                        state.parent_run_id, base,
                                         spaces.searched(state.space), spec.objective, spec.job)
             tuner = tune.Tuner(
-                trainable, param_space=spaces.param_space(state.space),
+                trainable, param_space=params,
                 tune_config=tune.TuneConfig(
-                    metric=spec.metric, mode="max", num_samples=state.num_samples,
+                    metric=spec.metric, mode="max",  # each point takes one sample:
+                    num_samples=samples,
                     scheduler=spec.scheduler(opts, state.experiment) if spec.scheduler else None,
                     reuse_actors=True,  # max_concurrent_trials is ignored with this generator:
-                    search_alg=BasicVariantGenerator(random_state=opts.seed,
+                    search_alg=BasicVariantGenerator(points_to_evaluate=points,
+                                                     random_state=opts.seed,
                                                      max_concurrent=opts.max_concurrent)),
                 run_config=tune.RunConfig(name=folder.name, storage_path=str(folder.parent),
                                           callbacks=[callback], verbose=int(opts.verbose),
                                           failure_config=tune.FailureConfig(max_failures=0)))
-        return tuner.fit()
+        return MemberGrid.of(tuner.fit())  # a group trial: one result per member
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -287,20 +247,12 @@ def _log_parent(spec: SweepSpec, opts, state: SweepState, grid, seconds: float) 
     """The winner's config (params) and metrics, counts, the trials table (also printed),
     the description; the best trial's run gets `vaplan.best_trial=true`."""
     import mlflow
-    import pandas as pd
 
-    keys, metric = tuple(spaces.searched(state.space)), spec.objective
+    metric, run_id, uri = spec.objective, state.best.get("run_id"), state.tracking_uri
     tracking.log_scores({"sweep/num_trials": len(grid), "sweep/num_errored": grid.num_errors,
                          "sweep/num_finished": grid.num_terminated, "sweep/seconds": seconds})
-    rows = [{**{k: v for k, v in common.dotted(r.config).items() if k.startswith(keys)},
-             "status": "FAILED" if r.error else "FINISHED",
-             **dict(sorted(common.metrics_of(r.metrics).items(), key=lambda kv: kv[0] != metric))}
-            for r in grid if r.config is not None]  # searched values, status, objective, rest
-    table = pd.DataFrame([{k: float(f"{v:.4g}") if type(v) is float else v  # 4 digits
-                           for k, v in row.items()} for row in rows])
-    table = table.sort_values(metric, ascending=False).reset_index(drop=True) \
-        if metric in table else table
-    best, run_id = state.best.get("best", {}), state.best.get("run_id")
+    table = trials_table([(r.config, r.error is not None, r.metrics) for r in grid
+                          if r.config is not None], spaces.searched(state.space), metric)
     if run_id is None:
         return
     tracking.log_flat_params(state.winner)
@@ -308,18 +260,11 @@ def _log_parent(spec: SweepSpec, opts, state: SweepState, grid, seconds: float) 
     tracking.set_tags({"vaplan.best_run_id": run_id})
     tracking.set_tags({"vaplan.best_trial": "true"}, run_id=run_id)
     mlflow.log_table(table, "trials.json")
-    uri, exp = state.tracking_uri, state.experiment_id
-    lines = [f"**{spec.job}** ({opts.preset}): {len(grid)} trials ({grid.num_errors} failed) "
-             f"in {seconds:.0f} s, objective `{metric}` (higher is better).", "",
-             f"**Best trial:** [{common.run_name(best, list(keys)) or run_id}]"
-             f"({tracking.ui_url(uri, exp, run_id)}): `{metric}` = "
-             f"{state.best['metrics'].get(metric, math.nan):.4g}", "",
-             "| option | searched | best |", "| --- | --- | --- |",
-             *[f"| `{k}` | {json.dumps(state.space[k])} | {best.get(k)} |" for k in keys],
-             "", "All trials, best first: artifact `trials.json`; the space: `search_space.json`."]
-    if not uri.startswith(("http://", "https://")):
-        lines += ["", f"The links work with `{tracking.ui_command(uri)}` running."]
-    tracking.set_description("\n".join(lines))
+    local = not uri.startswith(("http://", "https://"))
+    tracking.set_description(sweep_description(
+        spec.job, opts.preset, state.space, state.best, len(grid), grid.num_errors, seconds,
+        metric, tracking.ui_url(uri, state.experiment_id, run_id),
+        f"The links work with `{tracking.ui_command(uri)}` running." if local else ""))
     shown = [c for c in table.columns if "/" not in c or c == metric]
     more = f"\n... {len(table) - 10} more in trials.json" if len(table) > 10 else ""
     print(f"best trials:\n{table[shown].head(10).to_string(index=False)}{more}", flush=True)

@@ -5,7 +5,10 @@ sweep's parent run, reused when an earlier run has them, or `--checkpoint`); eac
 denoises its predictions (Eq. 10-11) and scores: `pld/val/<modality>/...`,
 `gain/<modality>/average` (vs PLG, logged as `plg/val/...` on the parent) and the objective
 `pld/val/average`. Default: visual K 3..7 x alpha 10..50, audio K 5..7 x alpha 200..600 (225
-trials). `--retrain-top N` retrains HAN on the N best settings (sweep `<name>-retrain`, ASHA).
+trials, `pld.apply=always`) plus one "no denoising" trial (`pld.apply=never`: the PLG labels,
+the same objective), so the winner is "no denoising" when every K/alpha lowers label quality.
+A trial scores the val labels the retrain step would train on (`vaplan.method.choose_labels`).
+`--retrain-top N` retrains HAN on the N best settings (sweep `<name>-retrain`, ASHA).
 
 examples:
   python -m ray_jobs.tune_pld --preset sim-small [--checkpoint han.pt] [--retrain-top 2]
@@ -20,25 +23,48 @@ import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
-from ray_jobs import sweep, tune_train
+from ray_jobs import space as spaces, sweep, tune_train
 from vaplan.data.dataset import load_dataset
 from vaplan.cli import exits_on_user_error
+from vaplan.config import get_path
 from vaplan.errors import UserError
 
 OBJECTIVE = "pld/val/average"
-DEFAULT_SPACE = {"pld.visual": True, "pld.audio": True,
+DEFAULT_SPACE = {"pld.visual": True, "pld.audio": True, "pld.apply": {"grid_search": ["always"]},
                  "pld.visual_k": {"grid_search": [3, 4, 5, 6, 7]},
                  "pld.visual_alpha": {"grid_search": [10.0, 20.0, 30.0, 40.0, 50.0]},
                  "pld.audio_k": {"grid_search": [5, 6, 7]},
                  "pld.audio_alpha": {"grid_search": [200.0, 400.0, 600.0]}}
 
 
+def no_denoising(space: dict, base) -> list[dict]:
+    """The "no denoising" arm (`pld.apply=never`), unless the space already reaches it; the
+    searched options at the base config's values (they do not change the PLG labels)."""
+    apply = space.get("pld.apply")
+    values = next(iter(apply.values())) if isinstance(apply, dict) else [apply]
+    if apply is None or "never" in values:
+        return []
+    return [{**{k: get_path(base, k) for k in spaces.searched(space)}, "pld.apply": "never"}]
+
+
+def chosen_labels(stage, pld, split: str = "val"):
+    """The labels of `split` the retrain step would train on with this PLD setting: denoised
+    or PLG per modality as `pld.apply` decides on val (never: PLG, the no-denoising arm)."""
+    from vaplan.method import apply_label_choice, choose_labels, denoise_pseudo_labels
+
+    val = denoise_pseudo_labels(stage.prob_val, stage.labels_val, pld)
+    choices = choose_labels(stage.labels_val, val, stage.val.gt_audio, stage.val.gt_visual, pld)
+    if split == "val":
+        return apply_label_choice(stage.labels_val, val, choices)
+    denoised = denoise_pseudo_labels(stage.prob_train, stage.labels_train, pld)
+    return apply_label_choice(stage.labels_train, denoised, choices)
+
+
 def pld_quality(stage, pld) -> dict[str, float]:
-    """The denoised val labels' quality, flip rates, gain over PLG and the objective."""
-    from vaplan.method import denoise_pseudo_labels
+    """The trial's val labels' quality, flip rates, gain over PLG and the objective."""
     from vaplan.pseudo_labels import pseudo_label_report
 
-    after = denoise_pseudo_labels(stage.prob_val, stage.labels_val, pld)
+    after = chosen_labels(stage, pld)
     report = pseudo_label_report(after, stage.val.gt_audio, stage.val.gt_visual)
     scores = {f"pld/val/{key}": value for key, value in report.items()}
     scores[OBJECTIVE] = (report["audio/average"] + report["visual/average"]) / 2
@@ -57,16 +83,14 @@ def pld_body(experiment, stage) -> None:
 
 
 def retrain_body(experiment, dataset, stage) -> None:
-    """Retrain HAN on the train labels denoised with this trial's PLD setting."""
-    from vaplan.method import denoise_pseudo_labels
-
-    labels = denoise_pseudo_labels(stage.prob_train, stage.labels_train, experiment.pld)
-    tune_train.fit_and_report(experiment.train, dataset, labels)
+    """Retrain HAN on the train labels this trial's PLD setting gives (`chosen_labels`)."""
+    tune_train.fit_and_report(experiment.train, dataset,
+                              chosen_labels(stage, experiment.pld, "train"))
 
 
 SPEC = sweep.SweepSpec(job="tune_pld", sections=("pld.",), default_space=DEFAULT_SPACE,
                        metric=OBJECTIVE, objective=OBJECTIVE, body=pld_body,
-                       trains=True)
+                       trains=True, points=no_denoising)
 RETRAIN_SPEC = sweep.SweepSpec(job="tune_pld_retrain", sections=("pld",), default_space={},
                                metric=tune_train.METRIC, objective=tune_train.OBJECTIVE,
                                body=retrain_body, scheduler=tune_train.asha, trains=True)

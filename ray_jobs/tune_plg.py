@@ -9,14 +9,25 @@ examples:
   python -m ray_jobs.tune_plg --preset sim-tiny --space plg.visual_threshold=0.040,0.041 \
       --space plg.visual_prompt=choice:VP1,VP2 --num-samples 2
   ray job submit --working-dir . -- python -m ray_jobs.tune_plg --preset sim-small
+  python -m ray_jobs.tune_plg --preset sim-small --per-class --num-samples 300
+
+--per-class: one tau per class and modality (50 values, vaplan.plg_search) with the --set
+prompt sets: the best global tau, coordinate ascent from it, and Optuna's TPE over the 50
+taus (--num-samples trials, default 200, seeded with the global tau), all on val; the parent
+run logs the tau table, val and test quality of the three (test: evaluation only) and the
+val-best per-class taus as per_class_thresholds.json, for
+--set plg.visual_threshold_per_class=@per_class_thresholds.json (audio alike).
 """
 
 from __future__ import annotations
 
 import sys
+import time
+from dataclasses import replace
 
-from ray_jobs import sweep
+from ray_jobs import common, sweep
 from vaplan.cli import exits_on_user_error
+from vaplan.errors import UserError
 
 OBJECTIVE = "plg/val/average"
 DEFAULT_SPACE = {"plg.visual_threshold": {"grid_search": [0.039, 0.040, 0.041, 0.042, 0.043]},
@@ -43,9 +54,86 @@ SPEC = sweep.SweepSpec(job="tune_plg", sections=("plg.",), default_space=DEFAULT
                        metric=OBJECTIVE, objective=OBJECTIVE, body=plg_body)
 
 
+def per_class_trial(config: dict, val: dict) -> None:
+    """A --per-class trial: val quality of {"audio"|"visual": {class: tau}} (vaplan.plg_search)."""
+    from ray import tune
+
+    from vaplan.plg_search import MODALITIES, as_vector
+
+    scores = {m: val[m].score(as_vector(config, m)) for m in MODALITIES}
+    tune.report({**{f"plg/val/{m}/average": s for m, s in scores.items()},
+                 OBJECTIVE: sum(scores.values()) / len(scores)})
+
+
+def per_class(opts) -> int:
+    """--per-class (see the module doc): one parent run in --experiment, no child runs."""
+    import mlflow
+    import optuna
+    import pandas as pd
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    from pipelines import tracking
+    from vaplan.data.dataset import load_dataset
+    from vaplan.plg_search import CLASSES, GRID, MODALITIES, PerClassStudy, threshold_file, \
+        threshold_rows
+
+    for flag in ("space", "space_file", "resume", "inject_failure"):
+        if getattr(opts, flag):
+            raise UserError(f"--per-class searches the 50 thresholds itself; drop "
+                            f"--{flag.replace('_', '-')}")
+    samples = 200 if opts.num_samples is None else opts.num_samples
+    folder = sweep.sweep_folder("tune_plg-per-class", opts)
+    if samples < 1 or folder.exists():
+        raise UserError(f"--num-samples must be >= 1, got {samples}" if samples < 1 else
+                        f"sweep {folder.name!r} in {folder.parent}: exists; pass another --name")
+    base, started = sweep.base_experiment(opts, SPEC), time.perf_counter()
+    study = PerClassStudy(load_dataset(base.data), base.plg)
+    uri = tracking.resolve_tracking_uri(opts.tracking_uri)
+    experiment_id = tracking.prepare_store(uri, opts.experiment)
+    optuna.logging.set_verbosity(optuna.logging.INFO if opts.verbose else optuna.logging.WARNING)
+    with sweep.ray_session(opts):
+        grid = tune.Tuner(
+            tune.with_parameters(per_class_trial, val=study.val),
+            param_space={m: {c: tune.uniform(GRID[0], GRID[-1]) for c in CLASSES}
+                         for m in MODALITIES},
+            tune_config=tune.TuneConfig(
+                metric=OBJECTIVE, mode="max", num_samples=samples, reuse_actors=True,
+                search_alg=OptunaSearch(seed=opts.seed, points_to_evaluate=[study.seed_point()]),
+                trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
+            run_config=tune.RunConfig(name=folder.name, storage_path=str(folder.parent),
+                                      verbose=int(opts.verbose))).fit()
+    study.add("tpe", grid.get_best_result().config)
+    trials = pd.DataFrame([{"trial": i, **common.metrics_of(r.metrics)}
+                           for i, r in enumerate(grid) if r.error is None])
+    with tracking.start_run(experiment_id, tags={common.SWEEP_TAG: "tune_plg",
+                                                 "vaplan.per_class": "true",
+                                                 "vaplan.preset": opts.preset}) as run:
+        tracking.client().update_run(run.info.run_id, name=tracking.short_name(
+            "tune_plg --per-class", opts.preset, *opts.overrides, run_id=run.info.run_id))
+        tracking.log_flat_params(replace(base, plg=study.chosen_plg()))  # what to use
+        tracking.log_scores({**study.scores(), "sweep/num_trials": len(grid),
+                             "sweep/seconds": time.perf_counter() - started})
+        tracking.set_tags({"vaplan.interrupted": "true"} if len(grid) < samples else {})
+        mlflow.log_table(pd.DataFrame(threshold_rows(study.taus)),
+                         "per_class_thresholds_table.json")
+        mlflow.log_table(trials.sort_values(OBJECTIVE, ascending=False), "trials.json")
+        mlflow.log_dict(threshold_file(study.taus[study.chosen()], chosen=study.chosen()),
+                        "per_class_thresholds.json")
+        tracking.set_description(study.description(opts.preset, len(grid)))
+    print(study.description(opts.preset, len(grid)), flush=True)
+    print(tracking.ui_links(uri, experiment_id, run.info.run_id), flush=True)
+    return 0
+
+
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
-    opts = sweep.parser(SPEC, __doc__).parse_args(argv)
+    p = sweep.parser(SPEC, __doc__)
+    p.add_argument("--per-class", action="store_true",
+                   help="search one tau per class and modality (TPE vs coordinate ascent)")
+    opts = p.parse_args(argv)
+    if opts.per_class:
+        return per_class(opts)
     return sweep.run_job(SPEC, opts, lambda state, dataset: {"dataset": dataset})
 
 

@@ -57,3 +57,16 @@ def sim_tiny():
 # the life of the process, so a later test with a fresh token would start a GCS the driver
 # cannot talk to (InvalidAuthToken).
 RAY_TEST_TOKEN = secrets.token_hex(32)
+
+
+@pytest.fixture(scope="module")
+def roberta_stand_in(tmp_path_factory):
+    """Redirect laion_clap's two `from_pretrained('roberta-base')` calls to a tiny local copy
+    (vaplan.teachers.synthetic.use_tiny_roberta); undone after the module."""
+    from vaplan.teachers.synthetic import use_tiny_roberta, write_tiny_roberta
+
+    folder = write_tiny_roberta(tmp_path_factory.mktemp("roberta"))
+    patch = pytest.MonkeyPatch()
+    use_tiny_roberta(folder, patch)
+    yield folder
+    patch.undo()

@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 
 def free_ports(count: int = 1) -> list[int]:
@@ -51,16 +51,19 @@ def dead_pid() -> int:
 
 @contextlib.contextmanager
 def mlflow_server(root: Path, backend_uri: str, *store_args: str,
-                  start_timeout_s: float = 90) -> Iterator[str]:
+                  start_timeout_s: float = 90,
+                  extra_env: Mapping[str, str] | None = None) -> Iterator[str]:
     """A real `mlflow server` on a free 127.0.0.1 port over `backend_uri` (`store_args` e.g.
     `--artifacts-destination DIR`), log in root/server.log; yields its URL once /health
     answers; always stopped. MLflow 3 servers start ~6 background "huey" job workers
-    (~300 MB each): off here (MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false)."""
+    (~300 MB each): off here (MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false). `extra_env` is added
+    to the server's environment (which has no other MLFLOW_* variable)."""
     port, log = free_port(), Path(root) / "server.log"
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
                str(port), "--backend-store-uri", backend_uri, *store_args, "--workers", "1"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    env.update(extra_env or {})
     with open(log, "w") as handle:
         server = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env,
                                   cwd=root, start_new_session=True)
@@ -81,3 +84,23 @@ def mlflow_server(root: Path, backend_uri: str, *store_args: str,
         yield url
     finally:
         stop_process_group(server, grace_s=20, kill_wait_s=10)  # it forks workers
+
+
+@contextlib.contextmanager
+def mlflow_auth_server(root: Path, admin_password: str, *store_args: str,
+                       default_permission: str = "NO_PERMISSIONS",
+                       start_timeout_s: float = 300) -> Iterator[str]:
+    """`mlflow_server` with MLflow's basic-auth app (`--app-name basic-auth`) as
+    docker/compose.yaml runs it: a SQLite backend and auth database in `root`, the admin
+    account `admin` with `admin_password` (from the environment, not the file), a Flask secret
+    key, `default_permission` for accounts without a grant. Yields the URL."""
+    root = Path(root)
+    config = root / "basic_auth.ini"
+    config.write_text(f"[mlflow]\ndefault_permission = {default_permission}\n"
+                      f"database_uri = sqlite:///{root / 'basic_auth.db'}\n")
+    env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+           "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": os.urandom(16).hex()}
+    with mlflow_server(root, f"sqlite:///{root / 'mlflow.db'}", "--app-name", "basic-auth",
+                       *store_args, start_timeout_s=start_timeout_s, extra_env=env) as url:
+        yield url

@@ -1,13 +1,19 @@
-"""Table 5 as tracked, resumable runs: a real SQLite MLflow store in tmp_path, sim-tiny data.
+"""Tables 5 and 6 as tracked, resumable runs: a real SQLite MLflow store in tmp_path,
+sim-tiny data.
 
-Bad input first (rows, seeds, output), then the table maths, then the runner: `--rows 1,2`
-through the CLI; a crash injected into the first row-2 training leaves row 1's runs FINISHED and
-the partial table written, and the rerun trains only what is missing (mean ± std over seeds);
-row 5 alone trains its stage-one model, and a later row 5 reuses that checkpoint.
+Bad input first (table, rows, seeds, output, Ray resources, export), then the tables as data
+(Table 5's unit keys unchanged, Table 6's rows, the Ray waves) and the table maths, then the
+runner: `--rows 1,2` through the CLI; a crash injected into the first row-2 training leaves row
+1's runs FINISHED and the partial table written, and the rerun trains only what is missing
+(mean ± std over seeds); row 5 alone trains its stage-one model, and a later row 5 reuses that
+checkpoint; Table 6's CR/SR rows and the CSV export of the unit runs; `--ray` (rows 1,2 × 2
+seeds as Tune trials in a private local Ray, runs written by the driver) gives the same table
+and resumes across runners.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import mlflow
@@ -20,7 +26,7 @@ from pipelines import ablation as runner
 from pipelines import tracking
 from vaplan.data.dataset import load_dataset
 from vaplan.cli import app, run_app
-from vaplan.config import apply_overrides, get_preset
+from vaplan.config import ExperimentConfig, apply_overrides, flatten, get_preset
 from vaplan.errors import ConfigError
 from vaplan.metrics import SCORE_KEYS
 
@@ -78,6 +84,11 @@ def test_parse_rows_refuses_bad_rows(text, needle):
 
 def test_parse_rows_and_seeds():
     assert table5.parse_rows(" 5, 2,1,2") == ("1", "2", "5")
+    assert table5.parse_rows("sr, 4,cr", table5.get_table("6")) == ("CR", "SR", "4")
+    with pytest.raises(ConfigError, match="unknown row '5' in table 6"):
+        table5.parse_rows("4,5", table5.get_table(6))
+    with pytest.raises(ConfigError, match="--table '8': unknown table; expected one of 5, 6"):
+        table5.get_table("8")
     assert table5.parse_seeds("2, 0,1") == (0, 1, 2)
     for bad in ("0,x", "0,0", "-1", ""):
         with pytest.raises(ConfigError, match="--seeds"):
@@ -88,16 +99,67 @@ def test_cli_refuses_bad_rows_seeds_and_output(store, tmp_path, capsys):
     for args, needle in ((["--rows", "1,6"], "--rows '1,6': unknown row '6'"),
                          (["--seeds", "0,a"], "--seeds '0,a': expected comma-separated"),
                          (["--seeds", "0", "--set", "train.seed=3"], "--set train.seed"),
-                         (["--output", str(tmp_path / "t.csv")], "--output")):
+                         (["--output", str(tmp_path / "t.csv")], "--output"),
+                         (["--table", "7"], "--table '7': unknown table"),
+                         (["--table", "6", "--rows", "1"], "unknown row '1' in table 6"),
+                         (["--no-train"], "--no-train does nothing without --export"),
+                         (["--no-train", "--export", str(tmp_path / "r.csv"),
+                           "--tracking-uri", f"sqlite:///{tmp_path}/none/mlflow.db"],
+                          "no MLflow store at"),
+                         (["--ray", "--cpus-per-trial", "0"], "--cpus-per-trial must be > 0")):
         assert run_app(["ablation", "--preset", "sim-tiny", *args]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and needle in err and "\n" not in err
+    assert not (tmp_path / "none").exists() and not (tmp_path / "r.csv").exists()
 
 
 def test_row_five_without_stage_one_is_refused(cfg, dataset):
     labels = table5.make_labels(cfg, dataset)
     with pytest.raises(ValueError, match="row 5 .* stage-one model"):
         table5.train_row(cfg, dataset, labels, "5", 0)
+
+
+# ---------------------------------------------------------------- tables as data
+
+def test_unit_keys_hold_only_what_makes_a_unit(cfg):
+    """Keys hash the options that differ from the defaults: a new option added at its default
+    (or a changed seed-independent speed setting) finds the finished runs again."""
+    key = runner.unit_key(cfg, "2", 3, "d")
+    identity = runner._identity(table5.row_config(cfg, "2", 3))
+    defaults = flatten(ExperimentConfig())
+    assert identity and all(defaults.get(k) != v for k, v in identity.items())
+    assert "train.seed" not in identity and "train.loss.variant" in identity  # row 2: "video"
+    faster = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, num_threads=1,
+                                                                device="cuda"))
+    assert runner.unit_key(faster, "2", 3, "d") == key
+    other_lr = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=1e-4))
+    assert runner.unit_key(other_lr, "2", 3, "d") != key
+    assert runner.unit_key(cfg, "2", 4, "d") != key != runner.unit_key(cfg, "2", 3, "e")
+    assert runner.ablation_key(cfg, ("1",), (0,), "d") == runner.ablation_key(
+        cfg, ("1",), (0,), "d", "5") != runner.ablation_key(cfg, ("1",), (0,), "d", "6")
+
+
+def test_table_six_rows_switch_one_richness_term_off(cfg):
+    six = table5.get_table("6")
+    assert six.row_ids == ("2", "CR", "SR", "4")
+    loss = {row: table5.row_config(cfg, row, 0).train.loss for row in six.row_ids}
+    assert (loss["CR"].variant, loss["CR"].use_category_richness,
+            loss["CR"].use_segment_richness) == ("richness", True, False)
+    assert (loss["SR"].variant, loss["SR"].use_category_richness,
+            loss["SR"].use_segment_richness) == ("richness", False, True)
+    assert loss["4"].use_category_richness and loss["4"].use_segment_richness
+    # row 4 is one training in both tables; CR and SR are trainings of their own
+    assert six.rows[-1] is table5.get_table("5").rows[3]
+    keys = {row: runner.unit_key(cfg, row, 0, "d") for row in ("2", "CR", "SR", "4")}
+    assert len(set(keys.values())) == 4
+
+
+def test_waves_put_row_five_after_its_stage_one():
+    first, second = table5.waves([("1", 0), ("4", 0), ("5", 0), ("5", 1), ("5", 2)],
+                                 ready={("4", 2)})
+    assert first == [("1", 0), ("4", 0), ("4", 1)]  # row 4 seed 1: trained for row 5 seed 1
+    assert second == [("5", 0), ("5", 1), ("5", 2)]
+    assert table5.waves([("2", 0), ("SR", 1)]) == ([("2", 0), ("SR", 1)], [])
 
 
 # ---------------------------------------------------------------- the table
@@ -225,3 +287,84 @@ def test_row_five_alone_trains_then_reuses_its_stage_one(store, cfg, dataset, fi
                for line in lines)
     retrained = tracking.child_runs(third.parent_run_id, third.experiment_id)[0]
     assert retrained.data.tags[runner.STAGE_ONE_TAG].startswith("trained in run")
+
+
+@pytest.mark.slow
+def test_table_six_rows_and_the_csv_export_of_the_runs(store, tmp_path, cfg, dataset, fits):
+    one_epoch = apply_overrides(cfg, ["train.epochs=1"])
+    result = runner.run_ablation(one_epoch, ("CR", "SR"), (0,), table="6", preset="sim-tiny",
+                                 dataset=dataset, progress=False, log=lambda line: None)
+    assert fits["n"] == 2
+    assert result.markdown.startswith("Table 6 (richness-aware loss), test split")
+    assert "| CR | PLG + L_V + CR only (Eq. 6) | 1 |" in result.markdown
+    assert [row.id for row, _ in result.table.rows] == ["CR", "SR"]
+    out = tmp_path / "runs.csv"
+    assert run_app(["ablation", "--no-train", "--export", str(out)]) == 0
+    import pandas as pd
+
+    runs = pd.read_csv(out)
+    assert list(runs["row"]) == ["CR", "SR"] and set(runs["status"]) == {"FINISHED"}
+    assert list(runs["train.loss.use_category_richness"]) == [True, False]
+    assert list(runs["train.loss.use_segment_richness"]) == [False, True]
+    assert {"run_id", "parent_run_id", "table", "seed", "test/seg_type", "best_epoch",
+            "plg/val/visual/seg", "data.digest"} <= set(runs.columns)
+    assert "ablation.rows" not in runs.columns  # the parent's own params stay out
+    assert set(runs["parent_run_id"]) == {result.parent_run_id}
+
+    fits["n"] = 0  # other arguments, another parent: it adopts the finished CR unit
+    again = runner.run_ablation(one_epoch, ("CR",), (0,), table="6", preset="sim-tiny",
+                                dataset=dataset, progress=False, log=lambda line: None)
+    assert fits["n"] == 0 and again.parent_run_id != result.parent_run_id
+    assert again.skipped == [("CR", 0)]
+    assert f"(another ablation's run, parent {result.parent_run_id})" in again.markdown
+
+
+# ---------------------------------------------------------------- --ray
+
+from test_ray_sweeps import local_ray, ray_env  # noqa: E402,F401  (one private Ray, 2 CPUs)
+
+TINY = ["train.model.hidden_dim=32", "train.model.ffn_dim=32", "train.epochs=1"]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_ray_rows_1_2_two_seeds_same_table_and_resume(local_ray, store, tmp_path, capsys,
+                                                      fits):
+    out = tmp_path / "table.md"
+    args = ["ablation", "--preset", "sim-tiny", "--rows", "1,2", "--seeds", "0,1",
+            "--no-progress", "--output", str(out),
+            *sum((["--set", item] for item in THREADS + TINY), [])]
+    assert run_app([*args, "--ray"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("[ablation] row ") == 4 and "Ray Tune: 4 trial(s)" in printed
+    table = out.read_text()
+    assert table.startswith("Table 5, test split, percent (mean ± std over seeds)")
+    assert "| 1 | baseline (HAN, Eq. 2) | 2 |" in table
+    assert "| 2 | PLG video-level (L_V) | 2 |" in table and "| PLG | visual | 2 |" in table
+    client = MlflowClient()
+    experiment_id = client.get_experiment_by_name("vaplan-ablations").experiment_id
+    parent = client.search_runs([experiment_id], "tags.`vaplan.ablation` = 'parent'")[0]
+    assert parent.info.status == "FINISHED"
+    children = tracking.child_runs(parent.info.run_id, experiment_id)
+    assert sorted((c.data.tags[runner.ROW_TAG], c.data.tags[runner.SEED_TAG], c.info.status)
+                  for c in children) == [("1", "0", "FINISHED"), ("1", "1", "FINISHED"),
+                                         ("2", "0", "FINISHED"), ("2", "1", "FINISHED")]
+    unit = children[0]
+    assert {f"test/{k}" for k in SCORE_KEYS} | {"best_epoch", "epoch/val_seg_type"} \
+        <= set(unit.data.metrics)
+    assert unit.data.params["train.model.hidden_dim"] == "32"
+    assert [a.path for a in client.list_artifacts(unit.info.run_id, "checkpoint")] == \
+        ["checkpoint/han.pt"]
+    assert mlflow.artifacts.load_dict(f"runs:/{parent.info.run_id}/ablation/runs.json")
+
+    # the one-after-the-other runner resumes the Ray runs: nothing to train, the same table
+    assert run_app(args) == 0
+    assert fits["n"] == 0 and out.read_text() == table
+    # a unit whose run did not finish is the only one --ray trains again
+    client.set_terminated(unit.info.run_id, "FAILED")
+    capsys.readouterr()
+    assert run_app([*args, "--ray"]) == 0
+    printed = capsys.readouterr().out
+    row, seed = unit.data.tags[runner.ROW_TAG], unit.data.tags[runner.SEED_TAG]
+    assert "Ray Tune: 1 trial(s)" in printed and printed.count("finished earlier") == 3
+    assert f"[ablation] row {row} seed {seed}: finished" in printed

@@ -253,7 +253,7 @@ def test_pipeline_config_checks_its_fields_and_the_experiment():
     ("train.nope=1", "train.nope=1"),
 ])
 def test_space_values_get_the_same_message_as_set(item, override):
-    from ray_jobs import space as spaces
+    from vaplan import sweeps as spaces
 
     base = get_preset("sim-tiny")
     with pytest.raises(ConfigError) as expected:
@@ -264,7 +264,7 @@ def test_space_values_get_the_same_message_as_set(item, override):
 
 
 def test_space_values_are_typed_by_the_config():
-    from ray_jobs import space as spaces
+    from vaplan import sweeps as spaces
 
     base = get_preset("sim-tiny")
     space = spaces.build_space({}, {"train.lr": {"grid_search": [1, 2e-4]}, "pld.visual": True},

@@ -10,6 +10,7 @@ Dockerfile that installs with the same pip steps as the Makefile.
 
 from __future__ import annotations
 
+import configparser
 import os
 import re
 import shlex
@@ -26,7 +27,12 @@ DOCKER = REPO / "docker"
 COMPOSE = DOCKER / "compose.yaml"
 ENV_EXAMPLE = DOCKER / ".env.example"
 DOCKERFILE = DOCKER / "Dockerfile"
-SERVICES = {"postgres", "minio", "minio-init", "mlflow", "ray-head", "ray-worker"}
+SERVICES = {"postgres", "minio", "minio-init", "mlflow", "mlflow-auth-init", "ray-head",
+            "ray-worker"}
+SECRETS = ("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "RAY_AUTH_TOKEN", "MLFLOW_ADMIN_PASSWORD",
+           "MLFLOW_FLASK_SERVER_SECRET_KEY", "VAPLAN_TRAINER_PASSWORD",
+           "VAPLAN_PROMOTER_PASSWORD", "VAPLAN_READER_PASSWORD")
+LOOPBACK_BIND = "${BIND_ADDR:-127.0.0.1}:"
 VAR_REF = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")  # ${NAME}, ${NAME:-x}, ${NAME:?msg}
 
 
@@ -143,12 +149,13 @@ def test_docker_compose_config_validates(docker_compose):
     assert out.returncode == 0, out.stderr
 
 
-def test_docker_compose_config_refuses_missing_secrets(docker_compose, tmp_path):
-    env_file = tmp_path / "no-token.env"
+@pytest.mark.parametrize("secret", ["RAY_AUTH_TOKEN", "MLFLOW_ADMIN_PASSWORD"])
+def test_docker_compose_config_refuses_missing_secrets(docker_compose, tmp_path, secret):
+    env_file = tmp_path / "missing.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in _env_example().items()
-                                if k != "RAY_AUTH_TOKEN"))
+                                if k != secret))
     out = _compose_config(docker_compose, env_file)
-    assert out.returncode != 0 and "RAY_AUTH_TOKEN" in out.stderr
+    assert out.returncode != 0 and secret in out.stderr
 
 
 # ---------------------------------------------------------------- structure (no docker)
@@ -229,16 +236,26 @@ def test_ray_token_auth_consistent_on_head_and_workers():
         assert env["RAY_AUTH_MODE"] == "token"
         assert VAR_REF.fullmatch(env["RAY_AUTH_TOKEN"])[1] == "RAY_AUTH_TOKEN"
         assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-    assert head_env == worker_env
+        # Ray trials and drivers log as `trainer` (docs/deploy.md, "Accounts").
+        assert env["MLFLOW_TRACKING_USERNAME"] == "trainer"
+        assert VAR_REF.fullmatch(env["MLFLOW_TRACKING_PASSWORD"])[1] == "VAPLAN_TRAINER_PASSWORD"
+    # The registering step runs in the driver, on the head: the promoter account is there only.
+    promoter = {k: v for k, v in head_env.items() if k.startswith("VAPLAN_PROMOTER_")}
+    assert promoter["VAPLAN_PROMOTER_USERNAME"] == "promoter"
+    assert VAR_REF.fullmatch(promoter["VAPLAN_PROMOTER_PASSWORD"])[1] == "VAPLAN_PROMOTER_PASSWORD"
+    assert {k: v for k, v in head_env.items() if k not in promoter} == worker_env
 
 
 def test_secrets_come_from_env_file_only():
-    raw = COMPOSE.read_text()
+    raw = COMPOSE.read_text().replace("$$", "")  # $${X}: the container's shell, not Compose
     example = _env_example()
     referenced = {m[1] for m in VAR_REF.finditer(raw)}
     assert referenced <= set(example), f"not in .env.example: {referenced - set(example)}"
-    for key in ("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "RAY_AUTH_TOKEN"):
+    for key in SECRETS:
         assert "change-me" in example[key], f"{key}: .env.example must hold a placeholder"
+    for match in VAR_REF.finditer(raw):  # a secret never falls back to a default value
+        if match[1] in SECRETS:
+            assert not (match[2] or "").endswith("-"), f"{match[0]}: a secret with a default"
     secret_keys = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY")
     for name, svc in _compose()["services"].items():
         for key, value in (svc.get("environment") or {}).items():
@@ -288,3 +305,68 @@ def test_dockerignore_keeps_the_context_small_and_the_sources_in():
     for src in sources:
         assert src not in patterns, f".dockerignore excludes {src}, which the Dockerfile copies"
         assert (REPO / src).exists(), f"the Dockerfile copies {src}, which does not exist"
+
+
+# ---------------------------------------------------------------- locked by default (issue 17)
+
+
+def test_published_ports_bind_to_loopback_unless_asked():
+    services = _compose()["services"]
+    published = {name: svc["ports"] for name, svc in services.items() if svc.get("ports")}
+    assert set(published) == {"mlflow", "ray-head"}  # never MinIO, PostgreSQL or the workers
+    for name, ports in published.items():
+        for port in ports:
+            assert str(port).startswith(LOOPBACK_BIND), f"{name}: {port} not on ${{BIND_ADDR}}"
+            assert _interpolate(str(port), _env_example()).startswith("127.0.0.1:")
+            assert _interpolate(str(port), {}).startswith("127.0.0.1:")  # BIND_ADDR unset
+    assert _env_example()["BIND_ADDR"] == "127.0.0.1"
+
+
+def test_mlflow_runs_basic_auth_with_its_own_accounts():
+    services = _compose()["services"]
+    svc, init, head = services["mlflow"], services["mlflow-auth-init"], services["ray-head"]
+    assert "--app-name=basic-auth" in svc["command"]
+    env = svc["environment"]
+    for key, var in (("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_ADMIN_PASSWORD"),
+                     ("MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_FLASK_SERVER_SECRET_KEY")):
+        ref = VAR_REF.fullmatch(env[key])
+        assert ref[1] == var and ref[2] == ":?", f"mlflow.{key} must be required"
+    # One-shot init after the server is healthy; the Ray head waits for it.
+    assert init["restart"] == "no" and init["image"] == svc["image"]
+    assert init["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    assert head["depends_on"]["mlflow-auth-init"]["condition"] == \
+        "service_completed_successfully"
+    mount = next(v for v in init["volumes"] if "mlflow_auth_init.py" in v)
+    assert (DOCKER / mount.split(":")[0]).is_file()
+    assert mount.split(":")[1] in init["entrypoint"]
+    for account in ("TRAINER", "PROMOTER", "READER"):
+        assert VAR_REF.fullmatch(init["environment"][f"VAPLAN_{account}_PASSWORD"])[2] == ":?"
+
+
+def _run_mlflow_entrypoint(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """The mlflow service's entrypoint script, run by sh here with `cat` as the command."""
+    svc = _compose()["services"]["mlflow"]
+    example = _env_example()
+    script = [_interpolate(arg, example) for arg in svc["entrypoint"]]
+    assert script[:2] == ["/bin/sh", "-c"]
+    values = {k: _interpolate(str(v), example) for k, v in svc["environment"].items()}
+    values.update(env, MLFLOW_AUTH_CONFIG_PATH=str(tmp_path / "basic_auth.ini"),
+                  PATH=os.environ["PATH"])
+    return subprocess.run(["sh", "-c", script[2], script[3], "cat",
+                           values["MLFLOW_AUTH_CONFIG_PATH"]],
+                          capture_output=True, text=True, env=values, timeout=60)
+
+
+def test_mlflow_entrypoint_refuses_placeholders_and_writes_the_auth_config(tmp_path):
+    refused = _run_mlflow_entrypoint(tmp_path, {})  # .env.example's change-me values
+    assert refused.returncode == 1 and "MLFLOW_ADMIN_PASSWORD" in refused.stderr
+    uri = "postgresql://mlflow:p%40ss%25word@postgres:5432/mlflow"
+    out = _run_mlflow_entrypoint(tmp_path, {"MLFLOW_AUTH_ADMIN_PASSWORD": "x" * 16,
+                                            "MLFLOW_FLASK_SERVER_SECRET_KEY": "y" * 32,
+                                            "MLFLOW_BACKEND_STORE_URI": uri})
+    assert out.returncode == 0, out.stderr
+    config = configparser.ConfigParser()  # as mlflow.server.auth.config.read_auth_config
+    config.read(tmp_path / "basic_auth.ini")
+    assert config["mlflow"]["database_uri"] == uri  # the users live in the same PostgreSQL
+    assert config["mlflow"]["default_permission"] == "NO_PERMISSIONS"
+    assert (tmp_path / "basic_auth.ini").stat().st_mode & 0o077 == 0  # umask 077

@@ -15,17 +15,20 @@ import pytest
 from mlflow import MlflowClient
 
 from pipelines import commands, registry, tracking
-from pipelines.artifacts import read_json, read_labels, sha256_file
 from pipelines.config import pipeline_config_from_preset
 from pipelines.pipeline import run
 from pipelines.steps import CHECKPOINT, PLD_FILE, PLG_FILE
 from pipelines.steps.common import DENOISED_FILE
-from pipelines.steps.evaluation import champion_scorer, gate_score_key
+from pipelines.steps.evaluation import champion_scorer
 from pipelines.steps.labels import CHOICE_FILE
 from vaplan.config import PLDConfig, RegistryConfig
 from vaplan.data.types import Features, PseudoLabels
+from vaplan.gate import gate_score_key
+from vaplan.io import read_json
+from vaplan.label_table import read_labels
 from vaplan.method import apply_label_choice, choose_labels
 from vaplan.pseudo_labels import label_quality
+from vaplan.teachers.common import file_sha256 as sha256_file
 from vaplan.train import load_checkpoint
 from conftest import fresh_sqlite_store
 

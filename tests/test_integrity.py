@@ -27,10 +27,11 @@ from mlflow.models import Model
 from pipelines import commands
 from pipelines.config import pipeline_config_from_preset
 from pipelines.pipeline import run
-from pipelines.pyfunc_model import (INTEGRITY_FILE, UnverifiedModelWarning, VaplanHanModel,
-                                    integrity_record, verify_digests, verify_integrity_file)
+from pipelines.pyfunc_model import VaplanHanModel
 from vaplan.errors import IntegrityError, UserError
 from vaplan.metrics import SCORE_KEYS
+from vaplan.serving import (INTEGRITY_FILE, UnverifiedModelWarning, integrity_record,
+                            verify_digests, verify_integrity_file)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "vaplan-han-integrity"

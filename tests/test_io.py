@@ -109,7 +109,8 @@ def test_checkpoint_follows_the_umask_and_a_failed_save_keeps_the_old(tmp_path, 
 
 
 def test_label_table_and_json_follow_the_umask(tmp_path, umask):
-    from pipelines.artifacts import labels_table, read_labels, write_json, write_labels
+    from vaplan.io import write_json
+    from vaplan.label_table import labels_table, read_labels, write_labels
     from vaplan.config import PLGConfig
     from vaplan.data.types import PseudoLabels
 
@@ -167,7 +168,7 @@ def test_teacher_cache_parts_follow_the_umask(tmp_path, umask):
 
 
 def test_cli_text_and_sweep_state_follow_the_umask(tmp_path, umask):
-    from ray_jobs.sweep import STATE_FILE, SweepState
+    from vaplan.sweeps import STATE_FILE, SweepState
     from vaplan.cli import _write_text
 
     file_mode, _ = umask

@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from pipelines import commands, registry, tracking
-from pipelines.artifacts import labels_table, read_labels, write_labels
+from vaplan.label_table import labels_table, read_labels, write_labels
 from pipelines.config import STEP_NAMES, pipeline_config_from_preset
 from pipelines.pipeline import run
 from vaplan.data.types import PseudoLabels

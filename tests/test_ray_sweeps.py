@@ -15,8 +15,9 @@ import pytest
 from servers import dead_pid
 
 from pipelines import tracking
-from ray_jobs import common, space as spaces, tune_pld, tune_plg, tune_train
+from ray_jobs import common, tune_pld, tune_plg, tune_train
 from ray_jobs.sweep import EXIT_INTERRUPTED, EXIT_INVALID
+from vaplan import sweeps as spaces
 from conftest import RAY_TEST_TOKEN
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -228,6 +229,31 @@ def test_tune_train_asha_reports_every_epoch(local_ray, where):
     assert {run.data.tags[tracking.PID_TAG] for run in trials} == {str(os.getpid())}
 
 
+def test_tune_train_groups_and_gpus_auto_on_a_cpu_only_ray(local_ray, where, capsys):
+    """Issue 14 (tests/test_batched.py has the rest): --gpus-per-trial auto (the default) on
+    a CPU-only Ray gives 0 GPUs; --group-size 2 over 3 samples = 2 Tune trials, 3 MLflow runs
+    (own params, per-epoch metrics, FINISHED), the winner one of them."""
+    uri, args = where
+    assert tune_train.main([*args, *TINY_MODEL, "--name", "groups", "--group-size", "2",
+                            "--num-samples", "3", "--space", "train.lr=loguniform:1e-4,1e-3",
+                            "--no-asha"]) == 0
+    out = capsys.readouterr().out
+    assert "--gpus-per-trial auto: 0 GPU per trial (0 GPUs in the cluster, 2 trials)" in out
+    client, parent, children = runs_of(uri, "groups")
+    members = trial_runs(children)
+    assert len(members) == 3 and all(r.info.status == "FINISHED" for r in members)
+    assert sorted(r.data.tags[common.TRIAL_TAG].rsplit("_", 1)[1] for r in members) == [
+        "00000/0", "00000/1", "00001/0"]
+    assert len({r.data.params["train.lr"] for r in members}) == 3
+    assert {r.data.params["train.device"] for r in members} == {"cpu"}
+    assert all([m.step for m in client.get_metric_history(r.info.run_id, "val/seg_type")]
+               == [1, 2] for r in members)
+    best = [r for r in members if r.data.tags.get("vaplan.best_trial") == "true"]
+    assert len(best) == 1 and parent.data.tags["vaplan.best_run_id"] == best[0].info.run_id
+    assert parent.data.metrics[tune_train.OBJECTIVE] == max(
+        r.data.metrics[tune_train.OBJECTIVE] for r in members)
+
+
 def test_tune_pld_stage_one_and_retrain(local_ray, where):
     uri, args = where
     code = tune_pld.main([*args, *TINY_MODEL, "--set", "train.epochs=1", "--name", "pld",
@@ -239,7 +265,8 @@ def test_tune_pld_stage_one_and_retrain(local_ray, where):
     steps = [run.data.tags.get("vaplan.step") for run in children if "vaplan.step" in run.data.tags]
     assert steps == ["generate_labels", "train"]  # stage one: the pipeline's steps
     trials = trial_runs(children)
-    assert len(trials) == 2 and all("gain/visual/average" in r.data.metrics for r in trials)
+    # K=3, K=5 and the "no denoising" arm (pld.apply=never, test_tune_pld_can_pick_no_denoising)
+    assert len(trials) == 3 and all("gain/visual/average" in r.data.metrics for r in trials)
     _, retrain_parent, retrained = runs_of(uri, "pld-retrain")
     assert retrain_parent.data.tags["vaplan.sweep_of"] == parent.info.run_id
     assert len(trial_runs(retrained)) == 1
@@ -302,3 +329,45 @@ def test_resumed_tune_train_never_reruns_a_finished_trial(local_ray, where):
     assert client.get_run(dead).info.status == "KILLED"
     parent = check_resumed(uri, "train-resume", before, 6)
     assert parent.data.tags[tracking.PID_TAG] == str(os.getpid())  # the resuming driver owns it
+
+
+# ------------------------------------------------------------ tune_pld: the "no denoising" arm
+
+
+def test_no_denoising_arm_is_one_point_unless_the_space_reaches_it():
+    from vaplan.config import get_preset
+
+    base = get_preset("sim-tiny")
+    space = spaces.build_space(tune_pld.DEFAULT_SPACE, {}, ["pld.visual_k=3,4"], base, ("pld.",))
+    assert space["pld.apply"] == {"grid_search": ["always"]}
+    assert tune_pld.no_denoising(space, base) == [{
+        "pld.apply": "never", "pld.visual_k": 5, "pld.visual_alpha": 30.0, "pld.audio_k": 6,
+        "pld.audio_alpha": 400.0}]  # the base values: they do not change the PLG labels
+    for item in ("pld.apply=always,never", "pld.apply=never"):
+        searched = spaces.build_space(tune_pld.DEFAULT_SPACE, {}, [item], base, ("pld.",))
+        assert tune_pld.no_denoising(searched, base) == []  # already a candidate
+    with pytest.raises(spaces.SpaceError, match="pld.apply must be one of"):
+        spaces.build_space(tune_pld.DEFAULT_SPACE, {}, ["pld.apply=off"], base, ("pld.",))
+
+
+def test_tune_pld_can_pick_no_denoising(local_ray, where):
+    """With a K/alpha that flips nearly every label (alpha 0.01), the PLG labels win: the
+    winner is the pld.apply=never trial, scored with the same objective (= the PLG baseline)."""
+    uri, args = where
+    searched = ("visual_k=3,5", "visual_alpha=0.01", "audio=false", "audio_k=6", "audio_alpha=400")
+    space = [word for item in searched for word in ("--space", f"pld.{item}")]
+    assert tune_pld.main([*args, *TINY_MODEL, "--set", "train.epochs=1", "--name", "nodenoise",
+                          *space]) == 0
+    _, parent, children = runs_of(uri, "nodenoise")
+    trials = trial_runs(children)
+    assert sorted(r.data.params["pld.apply"] for r in trials) == ["always", "always", "never"]
+    never = next(r for r in trials if r.data.params["pld.apply"] == "never")
+    best = next(r for r in trials if r.info.run_id == parent.data.tags["vaplan.best_run_id"])
+    assert best.info.run_id == never.info.run_id and parent.data.params["pld.apply"] == "never"
+    assert never.data.metrics["pld/val/visual/flipped_percent"] == 0
+    assert never.data.metrics["gain/visual/average"] == 0
+    assert parent.data.metrics[tune_pld.OBJECTIVE] == pytest.approx(
+        parent.data.metrics["plg/val/average"])
+    denoised = [r for r in trials if r.data.params["pld.apply"] == "always"]
+    assert all(r.data.metrics[tune_pld.OBJECTIVE] < parent.data.metrics["plg/val/average"]
+               for r in denoised)

@@ -22,6 +22,7 @@ import pytest
 
 from pipelines import report
 from servers import mlflow_server
+from vaplan import report as html_report
 from vaplan.cli import run_app
 from vaplan.metrics import SCORE_KEYS
 from conftest import fresh_sqlite_store
@@ -53,7 +54,7 @@ def test_render_escapes_values_and_diffs_only_changed_options():
     reg = _registration(promoted=False, champion="1", reason="<script>alert(1)</script>")
     metrics = {"plg/val/visual/average": 60.0, "pld/val/visual/average": 62.5}
     scores = {"test": {key: 10.0 + i for i, key in enumerate(SCORE_KEYS)}, "val": {}}
-    text = report.render(reg, _config(1e-3), _config(3e-4), metrics, scores,
+    text = html_report.render(reg, _config(1e-3), _config(3e-4), metrics, scores,
                          {"Fig. 3a": "QUJD", "Fig. 3b": None}, "origin")
     assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     assert "LLP-sim &lt;tiny&gt;" in text and "PLD better &amp; significant" in text
@@ -68,10 +69,10 @@ def test_render_escapes_values_and_diffs_only_changed_options():
 
 
 def test_render_first_version_and_same_config():
-    first = report.render(_registration(), _config(3e-4), None, {}, {}, {}, "")
+    first = html_report.render(_registration(), _config(3e-4), None, {}, {}, {}, "")
     assert "promoted to champion" in first and "first version: no champion" in first
     assert "no scores recorded" in first
-    same = report.render(_registration(champion="1"), _config(3e-4), _config(3e-4), {}, {}, {},
+    same = html_report.render(_registration(champion="1"), _config(3e-4), _config(3e-4), {}, {}, {},
                          "")
     assert "same config as the champion" in same
 
@@ -135,7 +136,7 @@ def test_report_of_champion_holds_the_logged_numbers(pipelines_done, tmp_path, c
     decision = result.registration["decision"]
     verdict = "promoted to champion" if decision["promoted"] else "kept as candidate"
     assert f"Promotion gate: <b class=" in text and verdict in text
-    assert report._e(decision["reason"]) in text
+    assert html_report._e(decision["reason"]) in text
     assert "Config diff to the champion it was compared with" in text
     assert text.count("data:image/png;base64,") == 2  # Figs. 3a and 3b
 

@@ -26,23 +26,12 @@ from vaplan.teachers.cache import (cached_video_ids, load_cached_video_labels,  
                                    load_teacher_scores, read_cache_meta)
 from vaplan.teachers.common import TeacherUnavailable  # noqa: E402
 from vaplan.teachers.run import TeachConfig, format_report, run_teach  # noqa: E402
-from vaplan.teachers.synthetic import (use_tiny_roberta, write_corrupt_video,  # noqa: E402
-                                       write_test_video, write_tiny_roberta)
+from vaplan.teachers.synthetic import write_corrupt_video, write_test_video  # noqa: E402
 
 T, C = NUM_SEGMENTS, NUM_CLASSES
 CHECK_ROBERTA_CACHE = clap_teacher.check_roberta_cache  # before the stand-in replaces it
 IDS = ["aaaaaaaaaaa_0_10", "bbbbbbbbbbb_0_10", "ccccccccccc_0_10", "ddddddddddd_0_10",
        "eeeeeeeeeee_0_10"]
-
-
-@pytest.fixture(scope="module")
-def roberta_stand_in(tmp_path_factory):
-    """Redirect laion_clap's two `from_pretrained('roberta-base')` calls to a tiny local copy."""
-    folder = write_tiny_roberta(tmp_path_factory.mktemp("roberta"))
-    patch = pytest.MonkeyPatch()
-    use_tiny_roberta(folder, patch)
-    yield folder
-    patch.undo()
 
 
 @pytest.fixture(scope="module")

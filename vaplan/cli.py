@@ -3,9 +3,10 @@ commands, from `pipelines` (MLflow) and `ray_jobs` (Ray); this module imports ne
 
     vaplan run --preset sim-small               the tracked pipeline (`make demo`)
     vaplan sweep plg|train|pld|all [ARGS...]    Ray Tune sweeps (`vaplan sweep plg --help`)
-    vaplan ablation --preset sim-small          Table 5 on LLP-sim
+    vaplan ablation --preset sim-small          Table 5 (--table 6, --ray) on LLP-sim
     vaplan teach --videos DIR --split-csv FILE --out CACHE
     vaplan build-features --feats DIR --split val --out STORE
+    vaplan doctor --preset llp --set data.feature_dir=DIR --set data.teacher_cache=DIR
     vaplan pull --model vaplan-han --alias champion --dest DIR
     vaplan evaluate --model models:/vaplan-han@champion --split test
     vaplan report models:/vaplan-han@champion --out champion.html
@@ -47,18 +48,26 @@ def _experiment(preset: str, overrides: list[str] | None):
     return apply_overrides(get_preset(preset), overrides or [])
 
 
+def set_option():
+    """The one `--set SECTION.OPTION=VALUE` option (repeatable) of the config commands."""
+    return typer.Option(None, "--set", metavar="SECTION.OPTION=VALUE",
+                        help="config override (repeatable), e.g. train.lr=1e-3")
+
+
+def store_option(what: str = "MLflow store"):
+    """The one `--tracking-uri` option; its default is the pipeline's store."""
+    return typer.Option(None, "--tracking-uri", help=f"{what} (default: $MLFLOW_TRACKING_URI, "
+                        "else ./mlruns/mlflow.db)")
+
+
 SWEEPS = {"plg": "ray_jobs.tune_plg", "train": "ray_jobs.tune_train", "pld": "ray_jobs.tune_pld",
           "all": "ray_jobs.pipeline"}  # what `ray job submit -- python -m <module>` runs
 
 
 @app.command()
 def run(preset: str = typer.Option("sim-small", help="config preset (vaplan.config.PRESETS)"),
-        set_: Optional[List[str]] = typer.Option(None, "--set", metavar="SECTION.OPTION=VALUE",
-                                                 help="config override (repeatable), e.g. "
-                                                      "train.lr=1e-3"),
-        tracking_uri: Optional[str] = typer.Option(None, help="MLflow store (default: "
-                                                   "$MLFLOW_TRACKING_URI, else "
-                                                   "./mlruns/mlflow.db)"),
+        set_: Optional[List[str]] = set_option(),
+        tracking_uri: Optional[str] = store_option(),
         experiment: str = typer.Option("vaplan", help="MLflow experiment of the runs"),
         model_name: str = typer.Option("vaplan-han", help="registered model (a new version "
                                        "per run)"),
@@ -91,7 +100,7 @@ def run(preset: str = typer.Option("sim-small", help="config preset (vaplan.conf
         preset, set_ or [], tracking_uri=tracking_uri, experiment_name=experiment,
         model_name=model_name, promote_metric=promote_metric, run_name=run_name, reuse=reuse,
         progress=not quiet)
-    from pipelines.commands import run_and_check
+    from pipelines.pipeline import run_and_check
 
     run_and_check(cfg)
 
@@ -132,7 +141,11 @@ def sweep(ctx: typer.Context,
 @app.command()
 def ablation(preset: str = typer.Option("sim-small", help="config preset (vaplan.config.PRESETS)"),
              set_: Optional[List[str]] = typer.Option(None, "--set", help="override, e.g. train.epochs=5"),
-             rows: str = typer.Option("1,2,3,4,5", help="Table 5 rows, any of 1..5, e.g. 1,2"),
+             table: str = typer.Option("5", help="5 (baseline ... + PLD) or 6 (richness-aware "
+                                       "loss: 2, CR, SR, 4)"),
+             rows: Optional[str] = typer.Option(None, help="rows of the table, e.g. 1,2 "
+                                                "(default: all; Table 5: 1..5, Table 6: "
+                                                "2,CR,SR,4)"),
              seeds: Optional[str] = typer.Option(None, help="train.seed values, e.g. 0,1,2 "
                                                  "(default: the config's train.seed)"),
              output: Optional[Path] = typer.Option(None, help="also write the table here "
@@ -142,33 +155,76 @@ def ablation(preset: str = typer.Option("sim-small", help="config preset (vaplan
              tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI"),
              resume: bool = typer.Option(True, help="resume the parent run of the same arguments "
                                          "(--no-resume starts a new one)"),
-             progress: bool = typer.Option(True, help="per-epoch training progress")):
-    """Table 5 (baseline, PLG, + L'_S, + L_S, + PLD): each row x seed an MLflow run; resumable.
+             progress: bool = typer.Option(True, help="per-epoch training progress"),
+             ray: bool = typer.Option(False, "--ray", help="rows x seeds as Ray Tune trials "
+                                      "(runs still written by this process)"),
+             address: Optional[str] = typer.Option(None, help="--ray: Ray address (default: "
+                                                   "RAY_ADDRESS or a local head, else a new "
+                                                   "one; 'local': a new one)"),
+             num_cpus: Optional[int] = typer.Option(None, help="--ray: CPUs of a new local Ray"),
+             cpus_per_trial: float = typer.Option(1.0, help="--ray: CPUs per trial (also its "
+                                                  "torch threads)"),
+             gpus_per_trial: float = typer.Option(0.0, help="--ray: GPUs per trial, e.g. 0.5 "
+                                                  "(> 0 trains on cuda)"),
+             storage_path: Optional[Path] = typer.Option(None, help="--ray: Tune storage "
+                                                         "(default: a temporary folder; shared "
+                                                         "storage on a multi-node cluster)"),
+             export: Optional[Path] = typer.Option(None, help="write every unit run of the "
+                                                   "experiment (config + metrics) as CSV"),
+             train: bool = typer.Option(True, help="--no-train: only --export, from an "
+                                        "existing store")):
+    """Table 5 (baseline, PLG, + L'_S, + L_S, + PLD) or Table 6 (CR only, SR only): each row x
+    seed an MLflow run; resumable.
 
     Runs go to the experiment `vaplan-ablations`; the same command again resumes (finished
-    rows x seeds are skipped).
+    rows x seeds are skipped), also across --ray and the default one-after-the-other.
 
     Examples:
 
         vaplan ablation --preset sim-tiny --rows 1,2 --seeds 0,1
 
-        vaplan ablation --preset sim-small --output results/table5.md
+        vaplan ablation --preset sim-small --table 6 --seeds 0,1,2 --ray --cpus-per-trial 1
+
+        vaplan ablation --preset sim-small --output results/table5.md --export runs.csv
+
+        vaplan ablation --no-train --export runs.csv --tracking-uri sqlite:///abl/mlflow.db
     """
-    from vaplan.ablation import parse_rows, parse_seeds
+    from vaplan.ablation import get_table, parse_rows, parse_seeds
     from vaplan.errors import ConfigError
 
+    if not train:
+        if export is None:
+            raise ConfigError("--no-train does nothing without --export FILE")
+        from pipelines.ablation import export_runs
+
+        count = export_runs(export, tracking_uri=tracking_uri, experiment=experiment)
+        typer.echo(f"[ablation] {count} unit runs of {experiment!r} written to {export}")
+        return
     cfg = _experiment(preset, set_)
-    row_ids = parse_rows(rows)
+    spec = get_table(table)
+    row_ids = parse_rows(rows, spec) if rows is not None else spec.row_ids
     if seeds is not None and any(item.split("=")[0].strip() == "train.seed"
                                  for item in set_ or []):
         raise ConfigError("--seeds and --set train.seed both given; give the seeds with --seeds")
     seed_list = parse_seeds(seeds) if seeds is not None else (cfg.train.seed,)
-    from pipelines.ablation import run_ablation  # MLflow only once the command runs
+    options = dict(table=spec.id, preset=preset, tracking_uri=tracking_uri,
+                   experiment=experiment, output=output, resume=resume, progress=progress,
+                   log=typer.echo)
+    if ray:  # Ray and MLflow only once the command runs
+        from ray_jobs.ablation import RayOptions, run_ablation_ray
 
-    result = run_ablation(cfg, row_ids, seed_list, preset=preset, tracking_uri=tracking_uri,
-                          experiment=experiment, output=output, resume=resume,
-                          progress=progress, log=typer.echo)
+        result = run_ablation_ray(cfg, row_ids, seed_list, RayOptions(
+            address, num_cpus, cpus_per_trial, gpus_per_trial, storage_path), **options)
+    else:
+        from pipelines.ablation import run_ablation
+
+        result = run_ablation(cfg, row_ids, seed_list, **options)
     typer.echo(result.markdown)
+    if export is not None:
+        from pipelines.ablation import export_runs
+
+        count = export_runs(export, tracking_uri=result.tracking_uri, experiment=experiment)
+        typer.echo(f"[ablation] {count} unit runs of {experiment!r} written to {export}")
     from pipelines.tracking import ui_links
 
     typer.echo(ui_links(result.tracking_uri, result.experiment_id, result.parent_run_id))
@@ -184,18 +240,57 @@ def _write_text(path: Path, text: str) -> None:
 def build_features(feats: Path = typer.Option(..., help="folder with vggish/, res152/, r2plus1d_18/"),
                    split: str = typer.Option(..., help="train, val or test"),
                    out: Path = typer.Option(..., help="output store folder"),
-                   dtype: str = typer.Option("float16", help="float16 or float32")):
+                   dtype: str = typer.Option("float16", help="float16 or float32"),
+                   max_videos: int = typer.Option(0, min=0, help="only the first N videos of "
+                                                  "the split file (0 = all), as "
+                                                  "data.max_train_videos/max_eval_videos")):
     """Validate the official LLP feature files of a split and write one compact store.
 
     Example (the official AVVP feature folders vggish/, res152/, r2plus1d_18/ under DIR):
 
         vaplan build-features --feats DIR --split val --out stores/val
     """
+    import numpy as np
+
     from vaplan.data.features import build_feature_store
     from vaplan.data.llp import load_split
 
-    path = build_feature_store(feats, load_split(split), out, dtype=dtype)
+    data = load_split(split)
+    if 0 < max_videos < len(data):
+        data = data.subset(np.arange(max_videos))
+    path = build_feature_store(feats, data, out, dtype=dtype)
     typer.echo(f"wrote {path}")
+
+
+@app.command()
+def doctor(preset: str = typer.Option("llp", help="config preset (vaplan.config.PRESETS)"),
+           set_: Optional[List[str]] = set_option(),
+           tracking_uri: Optional[str] = store_option("MLflow store the run will use"),
+           sweep: bool = typer.Option(False, "--sweep", help="also check Ray (RAY_ADDRESS)")):
+    """Preflight: check every input a run needs, one line per item, before any long step.
+
+    Feature stores and their video coverage per split, the teacher cache (coverage per split
+    and modality, digests, random-weight flag), the tracking store, and Ray with --sweep.
+    Exit 0 when every item is OK (or WARN), 2 otherwise. Nothing is created or trained.
+
+    Examples:
+
+        vaplan doctor --preset llp --set data.feature_dir=DIR --set data.teacher_cache=DIR
+
+        vaplan doctor --preset sim-small --sweep
+    """
+    from vaplan.doctor import check_experiment
+
+    checks = check_experiment(_experiment(preset, set_))
+    from pipelines.doctor import check_services  # MLflow only here, after the data checks
+
+    checks += check_services(tracking_uri, sweep=sweep)
+    for check in checks:
+        typer.echo(check.line())
+    bad = sum(not check.ok for check in checks)
+    typer.echo(f"{len(checks)} checks, {bad} failed" if bad else f"{len(checks)} checks: ready")
+    if bad:
+        raise typer.Exit(EXIT_USER_ERROR)
 
 
 @app.command()

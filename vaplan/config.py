@@ -36,6 +36,7 @@ PLDApply = Literal["auto", "always", "never"]
 LRSchedule = Literal["step", "none"]
 PatternBank = Literal["val", "val+test"]
 FeatureDtype = Literal["float16", "float32"]
+Backbone = Literal["han", "mgn", "mm_pyramid"]
 
 
 # ---------------------------------------------------------------- rules (what an option accepts)
@@ -250,13 +251,21 @@ def describe_options(cls: type) -> str:
 
 @dataclass(frozen=True)
 class ModelConfig(Checked):
-    """HAN hyper-parameters; the defaults are the published configuration (docs/fidelity.md).
+    """The backbone and its hyper-parameters; the defaults are the published HAN
+    (docs/fidelity.md). MODEL_PRESETS holds each backbone's published values (docs/backbones.md).
 
-    num_heads must divide hidden_dim (checked by `validate_experiment`).
+    name: which backbone `vaplan.models.build_model` builds.
+      han         HAN (Tian et al. 2020): one shared hybrid attention layer
+      mgn         MGN (Mo & Tian 2022): class-aware grouping, uses audio_depth, visual_depth,
+                  av_depth, drop_path (ffn_dim is its MLP width)
+      mm_pyramid  MM-Pyramid (Yu et al. 2022): `levels` dilated attention + TCN levels
+    hidden_dim, ffn_dim, num_heads, dropout apply to every backbone. num_heads must divide
+    hidden_dim (checked by `validate_experiment`).
     """
 
     SECTION: ClassVar[str] = "train.model"
 
+    name: Backbone = "han"
     audio_dim: int = option(128, integer(1))  # VGGish
     visual_dim: int = option(2048, integer(1))  # ResNet152 frames (pooled 8 -> 1 per segment)
     visual_3d_dim: int = option(512, integer(0))  # R(2+1)D-18; 0 disables the 3D stream
@@ -268,13 +277,49 @@ class ModelConfig(Checked):
                                                     text=f"{NUM_CLASSES} (the LLP classes)"))
     num_segments: int = option(NUM_SEGMENTS, integer(NUM_SEGMENTS, NUM_SEGMENTS,
                                                       text=f"{NUM_SEGMENTS} (1-s segments)"))
+    # mgn: transformer blocks before the audio / visual / cross-modal grouping, and the
+    # stochastic-depth rate of those blocks (reference: 3 / 3 / 6, 0.1)
+    audio_depth: int = option(3, integer(0, 24))
+    visual_depth: int = option(3, integer(0, 24))
+    av_depth: int = option(6, integer(0, 24))
+    drop_path: float = option(0.1, number(0, 1, hi_open=True))
+    # mm_pyramid: pyramid levels; level l attends within |t - t'| <= 2^l (reference: 4)
+    levels: int = option(4, integer(1, 8))
 
 
 MODEL_PRESETS: dict[str, ModelConfig] = {
     "han": ModelConfig(),
     # The paper's star row: CLAP (512-d) audio and CLIP (512-d) visual segment embeddings.
     "clip_clap": ModelConfig(audio_dim=512, visual_dim=512, visual_3d_dim=0),
+    # stoneMo/MGN main.py defaults: dim 128, 8 heads, MLP ratio 4, no dropout, depths 3/3/6.
+    "mgn": ModelConfig(name="mgn", hidden_dim=128, ffn_dim=512, num_heads=8, dropout=0.0),
+    # JustinYuu/MM_Pyramid main_avvp.py defaults: hid_dim 512, ffn_dim 512, 8 heads, 4 levels,
+    # dropout 0.2 (MPAM's default).
+    "mm_pyramid": ModelConfig(name="mm_pyramid", hidden_dim=512, ffn_dim=512, num_heads=8,
+                              dropout=0.2),
 }
+
+# Each backbone's training recipe where its reference differs from TrainConfig's defaults
+# (Adam, StepLR(10, 0.1) once per epoch, BCE with label smoothing 1.0 / 0.9 are shared;
+# MGN's class-token loss is part of the model: `MGN.auxiliary_loss`). docs/backbones.md.
+BACKBONE_RECIPES: dict[str, tuple[str, ...]] = {
+    "han": (),
+    "mgn": ("train.lr=3e-4", "train.batch_size=16", "train.epochs=40"),
+    "mm_pyramid": ("train.lr=1e-4", "train.batch_size=16", "train.epochs=40"),
+}
+
+
+def backbone_overrides(name: str, recipe: bool = True) -> tuple[str, ...]:
+    """The `--set` overrides that select backbone `name` with its published hyper-parameters
+    (the fields of MODEL_PRESETS[name] that differ from ModelConfig()) and, with `recipe`, its
+    training recipe (BACKBONE_RECIPES), e.g. for a Table 8 row."""
+    if name not in BACKBONE_RECIPES:
+        raise ConfigError(f"unknown backbone {name!r}; expected one of {sorted(BACKBONE_RECIPES)}")
+    preset, default = MODEL_PRESETS[name], ModelConfig()
+    model = tuple(f"train.model.{f.name}={getattr(preset, f.name)}"
+                  for f in dataclasses.fields(ModelConfig)
+                  if getattr(preset, f.name) != getattr(default, f.name))
+    return model + (BACKBONE_RECIPES[name] if recipe else ())
 
 
 @dataclass(frozen=True)
@@ -329,13 +374,76 @@ class TrainConfig(Checked):
 
 
 @dataclass(frozen=True)
+class ClassThresholds(Rule):
+    """Per-class thresholds: () (use the global tau) or one number in [0, 1] per LLP class.
+
+    Accepted values: a sequence of 25 numbers (class order of `vaplan.categories.CLASSES`);
+    on the command line a JSON list, a JSON object {class name: tau} naming all 25 classes,
+    "" / "none" / "[]" for (), or "@FILE" with either JSON form, or an object holding the
+    option itself ({"plg.visual_threshold_per_class": ...}, what `vaplan sweep plg
+    --per-class` saves; docs/ray.md).
+    """
+
+    kind: str = "floats"
+    text: str = (f"empty (the global threshold) or {NUM_CLASSES} numbers in [0, 1], one per "
+                 f"class: a JSON list, a JSON object {{class: tau}} or @FILE.json")
+
+    def check(self, name: str, value: Any) -> Any:
+        if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+            value = value.tolist()
+        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, typing.Iterable):
+            raise self.refuse(name, value)
+        value = tuple(value)
+        if value and len(value) != NUM_CLASSES:
+            raise ConfigError(f"{name} must be {self.describe()}, got {len(value)} numbers")
+        return tuple(UNIT.check(f"{name}[{i}]", v) for i, v in enumerate(value))
+
+    def parse(self, name: str, raw: str) -> Any:
+        from vaplan.categories import CLASS_INDEX
+
+        text, source = raw.strip(), ""
+        if text.lower() in ("", "none", "null", "[]", "()"):
+            return ()
+        if text.startswith("@"):
+            source = f" (file {text[1:]})"
+            try:
+                text = open(text[1:], encoding="utf-8").read()
+            except OSError as err:
+                raise ConfigError(f"{name}: cannot read {text[1:]}: {err.strerror}") from None
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise ConfigError(f"{name} must be {self.describe()}, got {raw!r}") from None
+        if isinstance(value, Mapping) and name in value:
+            value = value[name]
+        if isinstance(value, Mapping):
+            unknown = sorted(set(value) - set(CLASS_INDEX))
+            missing = [c for c in CLASS_INDEX if c not in value]
+            if unknown or missing:
+                raise ConfigError(f"{name}{source}: " + (f"unknown class {unknown[0]!r}" if unknown
+                                                          else f"class {missing[0]!r} missing")
+                                  + f"; expected all of {list(CLASS_INDEX)}")
+            value = [value[c] for c in CLASS_INDEX]
+        try:
+            return self.check(name, value)
+        except ConfigError as err:
+            raise ConfigError(f"{err}{source}") from None
+
+
+@dataclass(frozen=True)
 class PLGConfig(Checked):
-    """Pseudo-label generation (Eq. 3-4): thresholds and prompt sets per modality."""
+    """Pseudo-label generation (Eq. 3-4): thresholds and prompt sets per modality.
+
+    visual_threshold_per_class / audio_threshold_per_class: when not empty, the tau of each
+    class (25 numbers, `vaplan.categories.CLASSES` order) instead of the global threshold.
+    """
 
     SECTION: ClassVar[str] = "plg"
 
     visual_threshold: float = option(0.041, PROBABILITY)
     audio_threshold: float = option(0.038, PROBABILITY)
+    visual_threshold_per_class: tuple[float, ...] = option((), ClassThresholds())
+    audio_threshold_per_class: tuple[float, ...] = option((), ClassThresholds())
     visual_prompt: str = option("VP1", one_of(VISUAL_PROMPTS, "the visual prompt sets"))
     audio_prompt: str = option("AP2", one_of(AUDIO_PROMPTS, "the audio prompt sets"))
 
@@ -403,6 +511,10 @@ class DataConfig(Checked):
     teacher_cache: str = ""  # llp: Parquet score cache written by `vaplan teach`
     feature_set: FeatureSet = "official"
     allow_random_teachers: bool = False  # accept a cache scored with random weights
+    # Subsets (0 = all): the first N videos of each split file, in its row order
+    # (docs/real-data.md). Evaluation on a val/test subset is a smoke check, not the benchmark.
+    max_train_videos: int = option(0, integer(0))
+    max_eval_videos: int = option(0, integer(0))
 
 
 @dataclass(frozen=True)

@@ -30,3 +30,8 @@ class DataFileNotFoundError(UserError, FileNotFoundError):
 
 class NonFiniteTrainingError(RuntimeError):
     """Training produced a non-finite loss, gradient or weight (names epoch and step)."""
+
+
+class TrackingAuthError(UserError, PermissionError):
+    """An MLflow server refused the credentials (401) or the permission (403); names the
+    server, the account and what to set (docs/deploy.md, "Accounts")."""

@@ -11,6 +11,7 @@ and workers on shared storage can read checkpoints, labels and feature stores.
     with atomic_path(path) as tmp:  write tmp yourself (np.save, pq.write_table, torch.save)
     with atomic_dir(path) as tmp:   fill a folder; it replaces `path` as a whole on success
     replace_dir(src, dst)           move a finished folder into place (replacing dst)
+    write_json(path, data)          pretty, key-sorted JSON; read_json(path) reads it back
 
 No mlflow, ray or torch here (the library's import boundary).
 """
@@ -18,11 +19,12 @@ No mlflow, ray or torch here (the library's import boundary).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 
 def current_umask() -> int:
@@ -114,3 +116,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         replace_dir(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Atomically write pretty, key-sorted JSON (str() for what JSON lacks)."""
+    return atomic_write(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text())

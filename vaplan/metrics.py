@@ -124,12 +124,17 @@ def _match_runs(pred_rows: np.ndarray, gt_rows: np.ndarray) -> np.ndarray:
     return np.stack([tp, fp, fn])
 
 
+def class_f(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """F = 2TP / (2TP + FP + FN) and whether the class is active, from (3, ...) counts: (...)."""
+    tp, fp, fn = counts.astype(np.float64)
+    denominator = 2 * tp + fp + fn
+    active = denominator > 0
+    return np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=active), active
+
+
 def video_f(counts: np.ndarray) -> np.ndarray:
     """Per-video mean of per-class F over active classes; 1.0 when none is active. (N,)"""
-    tp, fp, fn = counts.astype(np.float64)
-    denominator = 2 * tp + fp + fn  # (N, C)
-    active = denominator > 0
-    f = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=active)
+    f, active = class_f(counts)  # (N, C)
     n_active = active.sum(axis=1)
     total = f.sum(axis=1)
     return np.where(n_active > 0, total / np.maximum(n_active, 1), 1.0)
@@ -202,3 +207,21 @@ def video_precision(pred_video: np.ndarray, gt_video: np.ndarray) -> float:
     if not has_prediction.any():
         return 0.0
     return 100 * float(np.mean(correct[has_prediction] / predicted[has_prediction]))
+
+
+def ave_segment_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
+    """AVE event localization (percent): the share of all segments whose predicted class
+    (argmax over the 28 events + background) equals the truth, pooled over videos — the
+    evaluation of the AVE references (AVEL, PSP, CMBS); docs/ave.md.
+
+    pred, truth: (N, T) integer classes in [0, 28], or pred as (N, T, 29) scores (argmax taken).
+    """
+    pred, truth = np.asarray(pred), np.asarray(truth)
+    if pred.ndim == truth.ndim + 1:
+        pred = pred.argmax(axis=-1)  # (N, T, K) scores -> (N, T) classes
+    if pred.shape != truth.shape or truth.ndim != 2:
+        raise ValueError(f"AVE accuracy: pred {pred.shape} and truth {truth.shape} must both be "
+                         f"(N, T) classes (or pred (N, T, K) scores)")
+    if truth.size == 0:
+        raise ValueError("AVE accuracy: no segments to score")
+    return 100 * float(np.mean(pred == truth))

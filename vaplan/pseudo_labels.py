@@ -20,23 +20,41 @@ def check_threshold(name: str, value: float) -> None:
 
 
 def threshold_segments(probs: np.ndarray, video_labels: np.ndarray,
-                       threshold: float) -> np.ndarray:
-    """Segment pseudo labels 1[s >= tau] * y: probs (N,T,C), video_labels (N,C) -> (N,T,C) uint8."""
-    check_threshold("threshold", threshold)
+                       threshold: float | np.ndarray) -> np.ndarray:
+    """Segment pseudo labels 1[s >= tau] * y: probs (N,T,C), video_labels (N,C) -> (N,T,C) uint8.
+
+    threshold: one tau, or a (C,) vector of per-class taus (each in [0, 1]).
+    """
+    if np.ndim(threshold) == 0:
+        check_threshold("threshold", threshold)
+    else:
+        threshold = np.asarray(option_rule(PLGConfig, "visual_threshold_per_class").check(
+            "threshold", threshold))  # (C,)
     probs = np.asarray(probs)
     if probs.ndim != 3 or probs.shape[0] != video_labels.shape[0] or probs.shape[2] != video_labels.shape[1]:
         raise ValueError(f"teacher probabilities {probs.shape} do not match video labels "
                          f"{video_labels.shape}; expected (N, T, C) and (N, C)")
-    above = probs >= threshold  # (N, T, C)
+    if np.ndim(threshold) and probs.dtype.kind == "f":  # compare in the probabilities' dtype,
+        threshold = threshold.astype(probs.dtype)  # as numpy does for a scalar tau
+    above = probs >= threshold  # (N, T, C); a (C,) tau broadcasts over the last axis
     return (above & video_labels.astype(bool)[:, None, :]).astype(np.uint8)
+
+
+def class_thresholds(plg: PLGConfig, modality: str) -> float | np.ndarray:
+    """The tau PLG applies to `modality`: the per-class (C,) vector when set, else the global."""
+    per_class = getattr(plg, f"{modality}_threshold_per_class")
+    return np.asarray(per_class, dtype=np.float64) if per_class else \
+        getattr(plg, f"{modality}_threshold")
 
 
 def generate_pseudo_labels(teachers: TeacherScores, video_labels: np.ndarray,
                            plg: PLGConfig) -> PseudoLabels:
-    """PLG for both modalities with the prompt sets and thresholds of `plg`."""
+    """PLG for both modalities: the prompt sets and thresholds (global or per class) of `plg`."""
     # PLGConfig checked its prompt ids (of the right modality) and thresholds when it was built.
-    visual = threshold_segments(teachers.get(plg.visual_prompt), video_labels, plg.visual_threshold)
-    audio = threshold_segments(teachers.get(plg.audio_prompt), video_labels, plg.audio_threshold)
+    visual = threshold_segments(teachers.get(plg.visual_prompt), video_labels,
+                                class_thresholds(plg, "visual"))
+    audio = threshold_segments(teachers.get(plg.audio_prompt), video_labels,
+                               class_thresholds(plg, "audio"))
     return PseudoLabels(seg_audio=audio, seg_visual=visual)
 
 

@@ -39,7 +39,7 @@ from vaplan.data.types import Features, PseudoLabels, SplitData
 from vaplan.errors import ConfigError, NonFiniteTrainingError
 from vaplan.io import atomic_path
 from vaplan.losses import BatchTargets, compute_loss
-from vaplan.models import HAN, HANOutput
+from vaplan.models import HAN, HANOutput, build_model
 
 CHECKPOINT_FORMAT_VERSION = 1
 Inputs = tuple[Tensor, Tensor, "Tensor | None"]  # audio, visual, visual_3d
@@ -239,6 +239,9 @@ def train_step(model: HAN, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
         out = model(*inputs)
     out = HANOutput(*(t.float() for t in out))  # the loss is always computed in fp32
     loss, _ = compute_loss(cfg.loss, out, targets)
+    auxiliary = model.auxiliary_loss()  # the backbone's own term (MGN), docs/backbones.md
+    if auxiliary is not None:
+        loss = loss + auxiliary
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = _norm([p.grad for p in model.parameters() if p.grad is not None])
@@ -375,7 +378,7 @@ def train_han(cfg: TrainConfig, train: SplitData, targets: TrainTargets,
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
-    model = HAN(cfg.model).to(cfg.device)
+    model = build_model(cfg.model).to(cfg.device)  # cfg.model.name: docs/backbones.md
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scheduler = build_scheduler(optimizer, cfg)
     inputs = features_to_tensors(train.features, cfg.device)
@@ -456,7 +459,8 @@ def save_checkpoint(path: str | os.PathLike, model: HAN, cfg: TrainConfig,
 
 
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[HAN, TrainConfig, dict]:
-    """Rebuild (HAN in eval mode, TrainConfig, extra) from a `save_checkpoint` file."""
+    """Rebuild (the backbone `config.model.name` in eval mode, TrainConfig, extra) from a
+    `save_checkpoint` file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -473,9 +477,10 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[HAN, 
         raise ValueError(f"checkpoint {path} has format_version {payload['format_version']}; "
                          f"expected {CHECKPOINT_FORMAT_VERSION}")
     cfg = from_dict(TrainConfig, payload["config"])
-    model = HAN(cfg.model)
+    model = build_model(cfg.model)  # the checkpoint's config picks the backbone
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as err:
-        raise ValueError(f"checkpoint {path}: weights do not fit HAN({cfg.model}): {err}") from err
+        raise ValueError(f"checkpoint {path}: weights do not fit "
+                         f"{type(model).__name__}({cfg.model}): {err}") from err
     return model.to(device).eval(), cfg, payload.get("extra") or {}

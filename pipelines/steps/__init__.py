@@ -8,11 +8,9 @@ tables/per_class_val.csv, config.json, registration.json and plots/*.png.
 """
 
 from pipelines.steps.common import CHECKPOINT, PLD_FILE, PLG_FILE, log_label_input
-from pipelines.steps.evaluation import (evaluate, flat_scores, per_class_table, register,
-                                        results_markdown)
+from pipelines.steps.evaluation import evaluate, register
 from pipelines.steps.labels import denoise, generate_labels
 from pipelines.steps.training import retrain, train
 
 __all__ = ["CHECKPOINT", "PLD_FILE", "PLG_FILE", "log_label_input",
-           "generate_labels", "train", "denoise", "retrain", "evaluate", "register",
-           "flat_scores", "per_class_table", "results_markdown"]
+           "generate_labels", "train", "denoise", "retrain", "evaluate", "register"]

@@ -9,10 +9,10 @@ from typing import Any
 import mlflow
 from mlflow.data.dataset_source import DatasetSource
 
-from pipelines.artifacts import LabelSplits, labels_table, write_labels
 from pipelines.reuse import StepLog, StepResult
 from vaplan.config import PLGConfig
 from vaplan.data.types import Dataset, PseudoLabels, SplitData
+from vaplan.label_table import LabelSplits, labels_table, write_labels
 from vaplan.pseudo_labels import pseudo_label_report
 
 PLG_FILE, PLD_FILE, CHECKPOINT = "labels/plg.parquet", "labels/pld.parquet", "checkpoint/han.pt"
@@ -25,9 +25,10 @@ def label_splits(dataset: Dataset) -> dict[str, SplitData]:
     return {name: getattr(dataset, name) for name in LABEL_SPLITS}
 
 
-def write_label_table(path: Path, stage: str, labels: LabelSplits, dataset: Dataset,
-                      plg: PLGConfig) -> None:
-    """Write the pseudo-label table of `labels` (train and val) with the teacher scores."""
+def write_label_table(path: Path, stage: str | dict[str, str], labels: LabelSplits,
+                      dataset: Dataset, plg: PLGConfig) -> None:
+    """Write the pseudo-label table of `labels` (train and val) with the teacher scores;
+    `stage` for all rows or per modality (`vaplan.label_table.labels_table`)."""
     video_labels = {name: split.video_labels for name, split in label_splits(dataset).items()}
     write_labels(path, labels_table(stage, labels, video_labels, dataset.teachers, plg))
 

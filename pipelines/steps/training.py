@@ -4,31 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from pipelines.artifacts import read_labels
 from pipelines.reuse import StepContext, StepLog, StepResult, run_step
 from pipelines.steps.common import CHECKPOINT, PLD_FILE, PLG_FILE, log_label_input
 from vaplan.config import TrainConfig
-from vaplan.data.types import Dataset, PseudoLabels
-from vaplan.train import build_targets, save_checkpoint, train_han
-
-
-def _train_labels(dataset: Dataset, labels_file: Path) -> PseudoLabels:
-    """The train split's labels from a table, checked against the dataset's video order."""
-    video_ids, labels = read_labels(labels_file)["train"]
-    if not np.array_equal(video_ids.astype(str), dataset.train.video_ids.astype(str)):
-        raise ValueError(f"{labels_file}: train video ids do not match the dataset "
-                         f"({len(video_ids)} vs {len(dataset.train)} videos)")
-    return labels
+from vaplan.data.types import Dataset
+from vaplan.label_table import split_labels
+from vaplan.method import fit
+from vaplan.train import save_checkpoint
 
 
 def train(ctx: StepContext, dataset: Dataset, cfg: TrainConfig, labels: StepResult,
           labels_name: str = PLG_FILE, step_name: str = "train") -> StepResult:
     """Train HAN on the pseudo labels of `labels`; per-epoch metrics with the epoch as step."""
     def compute(out: Path, log: StepLog) -> None:
-        targets = build_targets(dataset.train, _train_labels(dataset, labels.path(labels_name)))
-
         def on_epoch(stats) -> None:
             log.scores({"train_loss": stats.train_loss, "lr": stats.lr,
                         "val_seg_type": stats.val.get("seg_type", float("nan")),
@@ -36,8 +24,8 @@ def train(ctx: StepContext, dataset: Dataset, cfg: TrainConfig, labels: StepResu
                                                                   float("nan"))},
                        prefix="epoch/", step=stats.epoch)
 
-        result = train_han(cfg, dataset.train, targets, dataset.val, on_epoch=on_epoch,
-                           progress=ctx.progress)
+        result = fit(cfg, dataset, split_labels(labels.path(labels_name), dataset.train),
+                     on_epoch=on_epoch, progress=ctx.progress)
         save_checkpoint(out / CHECKPOINT, result.model, cfg,
                         {"best_epoch": result.best_epoch, "best_score": result.best_score,
                          "select_metric": cfg.select_metric, "dataset": dataset.digest,

@@ -16,6 +16,7 @@ import numpy as np
 
 from vaplan.categories import CLASS_INDEX, NUM_CLASSES, NUM_SEGMENTS
 from vaplan.data.types import SplitData
+from vaplan.errors import UserError
 
 LLP_DIR = Path(__file__).resolve().parent / "llp_files"
 SPLIT_FILES = {"train": "AVVP_train.csv", "val": "AVVP_val_pd.csv", "test": "AVVP_test_pd.csv"}
@@ -37,8 +38,8 @@ KNOWN_EMPTY_EVENTS: frozenset[tuple[str, str, int, int, str]] = frozenset({
 })
 
 
-class AnnotationError(ValueError):
-    """A malformed row in an LLP annotation file."""
+class AnnotationError(UserError, ValueError):
+    """A malformed row in an LLP or AVE annotation file (names file:line; one line, exit 2)."""
 
 
 @dataclass(frozen=True)

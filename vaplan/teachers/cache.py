@@ -9,6 +9,10 @@ One row per video x segment x modality:
     cos_<PID>  list<float32>[25]     raw cosine similarities (may be null, e.g. LLP-sim)
     embedding  list<float32>         segment embedding (CLIP image / CLAP audio), may be null
     video_labels list<uint8>[25]     optional: the video-level labels of the split file
+    agree_frames int8                 optional (version 2): K other frames CLIP scored per segment
+    agree_min_<PID> list<float32>[25] optional: min over those K frames of the class probability
+    agree_max_<PID> list<float32>[25] optional: max over them (`vaplan teach --agreement-frames`;
+                                      null where not recorded; vaplan.teachers.agreement)
 
 Chunks are appended (`part-<n>-<uuid>.parquet`, each written atomically), so an interrupted
 run keeps everything flushed before it stopped and a re-run skips cached videos. `meta.json`
@@ -36,7 +40,9 @@ from vaplan.io import atomic_path, atomic_write
 from vaplan.prompts import prompt_modality
 
 CACHE_FORMAT = "vaplan-teacher-cache"
-CACHE_VERSION = 1
+# 1: scores, embeddings, video labels; 2: + the optional agree_* columns (version-1 caches load
+# unchanged, a writer upgrades the meta). A newer version is refused by `read_cache_meta`.
+CACHE_VERSION = 2
 META_FILE = "meta.json"
 PART_GLOB = "part-*.parquet"
 # Keys of a modality's teacher entry that do not change what the scores mean.
@@ -121,6 +127,9 @@ def read_cache_meta(path: str | os.PathLike) -> dict[str, Any]:
         raise CacheError(f"{meta_path}: invalid JSON ({exc})") from None
     if meta.get("format") != CACHE_FORMAT:
         raise CacheError(f"{meta_path}: format {meta.get('format')!r}, expected {CACHE_FORMAT!r}")
+    if not isinstance(meta.get("version", 1), int) or meta.get("version", 1) > CACHE_VERSION:
+        raise CacheError(f"{meta_path}: cache version {meta.get('version')!r} is newer than this "
+                         f"vaplan reads (<= {CACHE_VERSION}); upgrade vaplan")
     _validate_meta(meta, str(meta_path))
     return meta
 
@@ -167,6 +176,7 @@ class ScoreCacheWriter:
         self.path.mkdir(parents=True, exist_ok=True)
         if (self.path / META_FILE).exists():
             self.meta = _merge_meta(read_cache_meta(self.path), new, str(self.path))
+            self.meta["version"] = CACHE_VERSION  # older parts stay readable (no agree_*)
         else:
             self.meta = new
         atomic_write(self.path / META_FILE, json.dumps(self.meta, indent=2))
@@ -183,17 +193,24 @@ class ScoreCacheWriter:
     def append(self, video_ids: Iterable[str], modality: str,
                probs: Mapping[str, np.ndarray], cosines: Mapping[str, np.ndarray] | None = None,
                embeddings: np.ndarray | None = None,
-               video_labels: np.ndarray | None = None) -> None:
+               video_labels: np.ndarray | None = None,
+               agreement: tuple[int, Mapping[str, np.ndarray], Mapping[str, np.ndarray]]
+               | None = None) -> None:
         """Add n videos of one modality.
 
         probs/cosines: PID -> (n, T, C); every prompt set of that modality in the meta must be
         given. embeddings: (n, T, D) or None. video_labels: (n, C) {0,1} or None.
+        agreement: (K, lo, hi), lo/hi PID -> (n, T, C) min/max class probability over the K
+        other frames of each segment (visual; the agree_* columns), or None.
         """
         if self._closed:
             raise CacheError(f"{self.path}: writer is closed")
         ids = [str(v) for v in video_ids]
         table = _rows_table(self.meta, ids, modality, probs, cosines, embeddings, video_labels,
                             str(self.path))
+        if agreement is not None:
+            table = _with_agreement(table, self.meta, modality, len(ids), agreement,
+                                    str(self.path))
         self._buffer.append(table)
         self._buffered_videos += len(ids)
         if self._buffered_videos >= self.flush_videos:
@@ -292,6 +309,31 @@ def _rows_table(meta: Mapping[str, Any], ids: list[str], modality: str,
                 columns.setdefault(f"{kind}_{pid}", _null_list(n * T, pa.float32()))
     columns.setdefault("embedding", _null_list(n * T, pa.float32()))
     return pa.table(columns)
+
+
+def _with_agreement(table, meta: Mapping[str, Any], modality: str, n: int,
+                    agreement: tuple[int, Mapping[str, np.ndarray], Mapping[str, np.ndarray]],
+                    where: str):
+    """The append's table plus agree_frames and agree_min_/agree_max_<PID> (every prompt set)."""
+    import pyarrow as pa
+
+    k, lo, hi = agreement
+    expected = _prompt_ids(meta, modality)
+    if not isinstance(k, int) or k < 1:
+        raise CacheError(f"{where}: agreement needs K >= 1 other frames, got {k!r}")
+    for kind, arrays in (("min", lo), ("max", hi)):
+        if sorted(arrays) != expected:
+            raise CacheError(f"{where}: agree_{kind} for prompt sets {sorted(arrays)}, "
+                             f"expected {expected}")
+        for pid in expected:
+            array = np.asarray(arrays[pid], dtype=np.float32)
+            _check_shape(f"agree_{kind}_{pid}", array, (n, NUM_SEGMENTS, NUM_CLASSES), where)
+            if not np.isfinite(array).all():
+                raise CacheError(f"{where}: agree_{kind}_{pid} has non-finite values")
+            table = table.append_column(f"agree_{kind}_{pid}",
+                                        _fixed_list(array.reshape(-1, NUM_CLASSES)))
+    return table.append_column("agree_frames",
+                               pa.array(np.full(table.num_rows, k, np.int8), pa.int8()))
 
 
 def _fixed_list(matrix: np.ndarray):
@@ -492,3 +534,29 @@ def load_cached_video_labels(path: str | os.PathLike, video_ids: Iterable[str]) 
             continue
         return labels[:, 0, :].astype(np.uint8)  # (N, C)
     raise CacheError(f"{path}: no stored video labels for the requested videos: {errors}")
+
+
+def load_frame_agreement(path: str | os.PathLike, prompt_id: str,
+                         allow_random: bool = False) -> dict[str, np.ndarray]:
+    """Every cached visual segment with frame agreement recorded (`vaplan teach
+    --agreement-frames`), as rows: {"middle", "lo", "hi", "labels"} (R, C) float32/uint8 (the
+    middle frame's probability, min/max over the K other frames, the video's labels) and
+    "frames" (R,) int. CacheError if none was recorded (older or K=0 caches)."""
+    path = Path(path)
+    meta = read_cache_meta(path)
+    _check_random(meta, allow_random, str(path))
+    if prompt_id not in meta["teachers"].get("visual", {}).get("prompts", {}):
+        raise CacheError(f"{path}: no visual prompt set {prompt_id} in this cache")
+    names = {"middle": f"prob_{prompt_id}", "lo": f"agree_min_{prompt_id}",
+             "hi": f"agree_max_{prompt_id}", "labels": "video_labels"}
+    table = _read_rows(path, "visual", [*names.values(), "agree_frames"])
+    if table is not None and "agree_frames" in table.column_names:
+        table = table.filter(table["agree_frames"].is_valid())
+    if table is None or "agree_frames" not in table.column_names or not table.num_rows:
+        raise CacheError(f"{path}: no frame agreement recorded; score videos with "
+                         f"`vaplan teach --agreement-frames 2` (or 4) into a new --out folder")
+    rows = np.arange(table.num_rows)[None, :]  # (1, R): `_list_column` gathers (N, T) rows
+    out = {key: _list_column(table, name, rows, str(path))[0] for key, name in names.items()}
+    out["labels"] = out["labels"].astype(np.uint8)
+    out["frames"] = table["agree_frames"].to_numpy().astype(np.int64)
+    return out

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from vaplan.teachers.common import (DEFAULT_PRECISION, TeacherUnavailable, autocast,
-                                    check_precision, file_sha256, require_file, require_torch)
+                                    check_precision, check_state_dict, file_sha256,
+                                    read_checkpoint, require_file, require_torch)
 
 ROBERTA_REPO = "roberta-base"
 ROBERTA_FILES = ("config.json", "vocab.json", "merges.txt")
@@ -76,6 +77,9 @@ class ClapTeacher:
             path = None
         else:
             raise TeacherUnavailable(f"no CLAP checkpoint given (--clap-ckpt). {CLAP_HOWTO}")
+        # read (and refuse a truncated/foreign file) before the 30-s model build
+        state = None if path is None else read_checkpoint(path, self._what, CLAP_HOWTO,
+                                                          weights_only=False)
         check_roberta_cache()
         laion_clap = _import_laion_clap()
         try:
@@ -89,7 +93,8 @@ class ClapTeacher:
         self.checkpoint = "random-init" if path is None else str(path)
         self.checkpoint_sha256 = "" if path is None else file_sha256(path)
         if path is not None:
-            self._load_checkpoint(str(path))
+            self._load_checkpoint(str(path), state)
+            del state
         self.module.eval()
 
     def _check_tokenizer(self) -> None:
@@ -99,17 +104,22 @@ class ClapTeacher:
                                      f"(transformers returns an empty one when the files are "
                                      f"missing offline). {ROBERTA_HOWTO}")
 
-    def _load_checkpoint(self, path: str) -> None:
-        """laion_clap's loader, but tolerant of buffers newer transformers dropped/added."""
-        from laion_clap.clap_module.factory import load_state_dict
+    def _load_checkpoint(self, path: str, state: dict | None = None) -> None:
+        """The published 630k-audioset layout (a dict with "state_dict", keys "module."-prefixed
+        as laion_clap's training saves them; a bare state_dict works too), read as laion_clap's
+        `load_ckpt` reads it, then a strict key/shape match: only the `position_ids` /
+        `token_type_ids` buffers that transformers versions add or drop may differ. A fusion,
+        wrong-architecture or truncated file is a CheckpointError naming the file."""
+        if state is None:  # else: already read from `path`
+            state = read_checkpoint(path, self._what, CLAP_HOWTO, weights_only=False)
+        model = self.module.model
+        check_state_dict(model, state, path, self._what, CLAP_HOWTO, _IGNORABLE_KEYS)
+        expected = model.state_dict()
+        model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
 
-        state = load_state_dict(path, skip_params=True)
-        result = self.module.model.load_state_dict(state, strict=False)
-        bad = [k for k in list(result.missing_keys) + list(result.unexpected_keys)
-               if not k.endswith(_IGNORABLE_KEYS)]
-        if bad:
-            raise TeacherUnavailable(f"{path}: does not match CLAP {self.amodel}/{self.tmodel} "
-                                     f"non-fusion (mismatched keys, e.g. {bad[:5]}). {CLAP_HOWTO}")
+    @property
+    def _what(self) -> str:
+        return f"LAION CLAP {self.amodel}/{self.tmodel} non-fusion"
 
     def describe(self, prompts: dict[str, list[str]]) -> dict[str, Any]:
         """The cache-meta entry of this teacher (enters the digest)."""

@@ -7,13 +7,16 @@ here. `allow_random=True` builds randomly initialised weights for smoke tests on
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from typing import Any
 
 import numpy as np
 
 from vaplan.teachers.common import (DEFAULT_PRECISION, TeacherUnavailable, autocast,
-                                    check_precision, file_sha256, require_file, require_torch)
+                                    check_precision, check_state_dict, file_sha256,
+                                    read_checkpoint, require_file, require_torch)
 
 DEFAULT_CLIP_MODEL = "ViT-B-32"
 DEFAULT_CLIP_TAG = "openai"
@@ -51,6 +54,40 @@ def cached_tag_file(model_name: str, tag: str) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def _quiet_random_init(quiet: bool):
+    """Silence open_clip's "initialized randomly" warning when a checkpoint is loaded next."""
+    root = logging.getLogger()
+    level = root.level
+    if quiet:
+        root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def load_clip_weights(model, path: str, model_name: str = DEFAULT_CLIP_MODEL,
+                      state: dict | None = None) -> None:
+    """Load an open_clip checkpoint file into `model`, every tensor or nothing.
+
+    Accepts the published open_clip layouts: `open_clip_model.safetensors`,
+    `open_clip_pytorch_model.bin`, or a `.pt` state_dict as `torch.save(model.state_dict())` or
+    open_clip's training (`{"state_dict": ...}`, "module." prefixes) writes it. The keys must
+    match the model exactly (a `position_ids` buffer aside); anything else is a CheckpointError
+    naming the file. OpenAI's original TorchScript `ViT-B-32.pt` is not read: use the open_clip
+    file (docs/real-data.md).
+    """
+    what = f"open_clip {model_name}"
+    state = read_checkpoint(path, what, CLIP_HOWTO) if state is None else state  # state: of `path`
+    scale = state.get("logit_scale")
+    if scale is not None and getattr(scale, "ndim", 0) != model.logit_scale.ndim:  # as open_clip
+        state["logit_scale"] = scale.reshape(model.logit_scale.shape)
+    check_state_dict(model, state, path, what, CLIP_HOWTO, ("position_ids",))
+    expected = model.state_dict()
+    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+
+
 class ClipTeacher:
     """Encodes segment frames and prompt texts with open_clip.
 
@@ -74,9 +111,16 @@ class ClipTeacher:
             model_name, checkpoint, pretrained, allow_random, quick_gelu)
         self.random_weights = weights is None
         self.quick_gelu = quick_gelu
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            model_name, pretrained=weights, device=self.device, force_quick_gelu=quick_gelu)
-        self.model = model.eval()
+        # read (and refuse a truncated/foreign file) before the model is built
+        state = None if weights is None else read_checkpoint(weights, f"open_clip {model_name}",
+                                                              CLIP_HOWTO)
+        with _quiet_random_init(weights is not None):  # weights follow, not "random init"
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                model_name, pretrained=None, device="cpu", force_quick_gelu=quick_gelu)
+        if weights is not None:
+            load_clip_weights(model, weights, model_name, state=state)
+            del state
+        self.model = model.to(self.device).eval()
         self.preprocess_image = preprocess  # PIL -> (3, S, S) tensor
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.checkpoint_sha256 = "" if weights is None else file_sha256(weights)

@@ -54,6 +54,13 @@ def teach(
     batch_videos: Annotated[int, typer.Option(help="videos per encoder batch")] = 16,
     num_workers: Annotated[int, typer.Option(help="decoding threads")] = 4,
     limit: Annotated[Optional[int], typer.Option(help="score at most N videos of the file")] = None,
+    agreement_frames: Annotated[int, typer.Option(
+        help="also score K other frames of each 1-s segment (0 off, or even: 2, 4) and record "
+             "whether they agree with the middle frame (docs/teachers.md)")] = 0,
+    agreement_prompt: Annotated[str, typer.Option(
+        help="visual prompt set of the printed agreement summary")] = "VP1",
+    agreement_threshold: Annotated[float, typer.Option(
+        help="τ of the printed summary (the cache keeps the scores: any τ later)")] = 0.041,
 ) -> None:
     """Score videos with CLIP (visual) and CLAP (audio) into the Parquet teacher cache."""
     from vaplan.teachers.common import TeacherUnavailable, check_precision
@@ -70,7 +77,8 @@ def teach(
                       clip_ckpt=str(clip_ckpt) if clip_ckpt else None,
                       clap_ckpt=str(clap_ckpt) if clap_ckpt else None,
                       allow_random_weights=allow_random_weights, batch_videos=batch_videos,
-                      num_workers=num_workers, limit=limit)
+                      num_workers=num_workers, limit=limit, agreement_frames=agreement_frames,
+                      agreement_prompt=agreement_prompt, agreement_threshold=agreement_threshold)
     if "audio" in cfg.modalities:
         _prefer_offline_hub()
     if allow_random_weights:

@@ -1,8 +1,9 @@
 """PyAV decoding of one video into the teachers' inputs.
 
-Visual: the middle frame of each one-second segment (t + 0.5 s), RGB uint8. A frame is picked by
-its presentation timestamp (the frame on screen at that instant), so variable frame rate is
-handled. Audio: the first audio stream resampled to 48 kHz mono float32, split into ten 1-s
+Visual: the middle frame of each one-second segment (t + 0.5 s), RGB uint8, and optionally K
+more frames of the segment for the frame-agreement statistic (`extra_frames`, K even: t + j/(K+1)
+s, j = 1..K, never the middle one; docs/teachers.md). A frame is picked by its presentation
+timestamp (the frame on screen at that instant), so variable frame rate is handled. Audio: the first audio stream resampled to 48 kHz mono float32, split into ten 1-s
 chunks of 48,000 samples.
 
 Length rules (documented in docs/teachers.md):
@@ -40,6 +41,25 @@ class DecodedVideo:
     frames: np.ndarray | None  # (T, H, W, 3) uint8, RGB
     audio: np.ndarray | None  # (T, SAMPLE_RATE) float32 in [-1, 1]
     duration: float  # seconds of media actually found (≤ 10 s considered)
+    extra: np.ndarray | None = None  # (T, K, H, W, 3) uint8: the segment's other frames
+
+
+MAX_EXTRA_FRAMES = 16
+
+
+def check_extra_frames(k: int, option: str = "--agreement-frames") -> int:
+    """K other frames per segment: 0 (off) or an even number up to MAX_EXTRA_FRAMES (an odd K
+    would put one on the middle frame itself); ValueError naming `option` otherwise."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= MAX_EXTRA_FRAMES or k % 2:
+        raise ValueError(f"{option} must be 0 (off) or an even number 2..{MAX_EXTRA_FRAMES} "
+                         f"(frames at t + j/(K+1) s, j = 1..K, never the middle one), got {k!r}")
+    return k
+
+
+def segment_offsets(extra_frames: int) -> np.ndarray:
+    """Sorted times within a segment (seconds) of the middle frame and the K other frames."""
+    k = check_extra_frames(extra_frames)
+    return np.sort(np.append(np.arange(1, k + 1) / (k + 1), 0.5)) * SEGMENT_SECONDS
 
 
 def _require_av():
@@ -61,20 +81,25 @@ def _open(path: str):
 
 
 def decode_video(path: str | os.PathLike, frames: bool = True, audio: bool = True,
-                 num_segments: int = NUM_SEGMENTS) -> DecodedVideo:
+                 num_segments: int = NUM_SEGMENTS, extra_frames: int = 0) -> DecodedVideo:
     """Decode the requested parts of one video (see the module docstring for the rules)."""
     path = str(path)
-    out_frames = out_audio = None
+    out_frames = out_audio = extra = None
     durations = []
     if frames:
+        offsets = segment_offsets(extra_frames)  # (K+1,) seconds, the middle among them
         with _open(path) as container:
-            out_frames, dur = _segment_frames(container, path, num_segments)
+            picked, dur = _segment_frames(container, path, num_segments, offsets)
             durations.append(dur)
+        middle = int(np.flatnonzero(offsets == 0.5 * SEGMENT_SECONDS)[0])
+        out_frames = picked[:, middle]  # (T, H, W, 3)
+        extra = np.delete(picked, middle, axis=1) if extra_frames else None  # (T, K, H, W, 3)
     if audio:
         with _open(path) as container:
             out_audio, dur = _segment_audio(container, path, num_segments)
             durations.append(dur)
-    return DecodedVideo(path, out_frames, out_audio, min(durations) if durations else 0.0)
+    return DecodedVideo(path, out_frames, out_audio, min(durations) if durations else 0.0,
+                        extra)
 
 
 def _stream_start(stream, container) -> float:
@@ -86,16 +111,18 @@ def _stream_start(stream, container) -> float:
     return 0.0
 
 
-def _segment_frames(container, path: str, num_segments: int) -> tuple[np.ndarray, float]:
-    """(T, H, W, 3) uint8 middle frames chosen by presentation time."""
+def _segment_frames(container, path: str, num_segments: int,
+                    offsets: np.ndarray) -> tuple[np.ndarray, float]:
+    """(T, len(offsets), H, W, 3) uint8 frames on screen at t + offsets (sorted, < 1 s)."""
     av = _require_av()
     if not container.streams.video:
         raise DecodeError(f"{path}: no video stream")
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
     start = _stream_start(stream, container)
-    targets = (np.arange(num_segments) + 0.5) * SEGMENT_SECONDS  # segment middles, seconds
-    chosen: list = [None] * num_segments
+    targets = (np.arange(num_segments)[:, None] * SEGMENT_SECONDS + offsets).ravel()  # sorted
+    num_targets = len(targets)
+    chosen: list = [None] * num_targets
     previous, previous_time, next_target = None, 0.0, 0
     try:
         for frame in container.decode(stream):
@@ -103,10 +130,10 @@ def _segment_frames(container, path: str, num_segments: int) -> tuple[np.ndarray
                 continue
             time = float(frame.pts * frame.time_base) - start
             # every target before this frame's time was on screen as `previous`
-            while next_target < num_segments and targets[next_target] < time:
+            while next_target < num_targets and targets[next_target] < time:
                 chosen[next_target] = previous if previous is not None else frame
                 next_target += 1
-            if next_target >= num_segments:
+            if next_target >= num_targets:
                 break
             previous, previous_time = frame, time
     except (av.error.FFmpegError, ValueError) as exc:
@@ -114,12 +141,13 @@ def _segment_frames(container, path: str, num_segments: int) -> tuple[np.ndarray
     if previous is None and chosen[0] is None:
         raise DecodeError(f"{path}: video stream has no decodable frames")
     # targets past the end (short video): pad with the last frame on screen
-    for t in range(next_target, num_segments):
+    for t in range(next_target, num_targets):
         chosen[t] = previous
     rgb = [frame.to_ndarray(format="rgb24") for frame in _dedupe(chosen)]
     index = _dedupe_index(chosen)
     duration = min(previous_time + _frame_period(stream), num_segments * SEGMENT_SECONDS)
-    return np.stack([rgb[i] for i in index]), duration  # (T, H, W, 3)
+    picked = np.stack([rgb[i] for i in index])  # (T * len(offsets), H, W, 3)
+    return picked.reshape(num_segments, len(offsets), *picked.shape[1:]), duration
 
 
 def _dedupe(frames: list) -> list:

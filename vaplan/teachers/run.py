@@ -3,7 +3,10 @@
 For each batch of videos: decode (+ preprocess) in a thread pool while the previous batch is
 encoded, score every prompt set of each modality (text embeddings are computed once), append
 to the cache. Failures (missing file, no audio, corrupt) are recorded and reported at the
-end; videos already in the cache are skipped, so an interrupted run resumes.
+end; videos already in the cache are skipped, so an interrupted run resumes. With
+`agreement_frames` K > 0, CLIP also scores K other frames of each segment and the cache gets
+their min/max per class (vaplan.teachers.agreement); the summary is printed and written to
+`agreement.json` in the cache folder.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 from vaplan.categories import MODALITIES, NUM_SEGMENTS
 from vaplan.prompts import AUDIO_PROMPTS, VISUAL_PROMPTS, prompt_texts
 from vaplan.teachers.cache import ScoreCacheWriter, build_cache_meta, cached_video_ids
-from vaplan.teachers.decode import decode_video, index_video_files
+from vaplan.teachers.decode import check_extra_frames, decode_video, index_video_files
 from vaplan.teachers.scoring import score_segments
 
 
@@ -41,6 +44,9 @@ class TeachConfig:
     batch_videos: int = 16
     num_workers: int = 4
     limit: int | None = None  # score at most this many videos (smoke tests)
+    agreement_frames: int = 0  # K other frames per segment scored by CLIP (0: off; even)
+    agreement_prompt: str = "VP1"  # the summary's prompt set and threshold (any τ later)
+    agreement_threshold: float = 0.041
 
 
 @dataclass
@@ -53,6 +59,7 @@ class TeachReport:
     failures: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     videos_processed: int = 0
+    agreement: Any = None  # AgreementSummary over the cache, when agreement was recorded
 
     @property
     def videos_per_s(self) -> float:
@@ -109,16 +116,22 @@ def teachers_meta(teachers: dict[str, Any], allow_random: bool) -> dict[str, Any
 
 
 def _prepare_one(path: Path | None, video_id: str, needed: tuple[str, ...],
-                 teachers: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Decode + preprocess one video for the `needed` modalities -> (inputs, errors)."""
+                 teachers: dict[str, Any], extra: int = 0) -> tuple[dict[str, Any], list[str]]:
+    """Decode + preprocess one video for the `needed` modalities -> (inputs, errors);
+    inputs["agreement"]: the K other frames of each segment, (T*K, ...), when extra = K > 0."""
     if path is None:
         return {}, [f"no video file named {video_id}.* in the video folder"]
     inputs, errors = {}, []
     for modality in needed:
         try:
-            decoded = decode_video(path, frames=modality == "visual", audio=modality == "audio")
-            media = decoded.frames if modality == "visual" else decoded.audio
+            visual = modality == "visual"
+            decoded = decode_video(path, frames=visual, audio=not visual,
+                                   extra_frames=extra if visual else 0)
+            media = decoded.frames if visual else decoded.audio
             inputs[modality] = teachers[modality].preprocess(media)  # (T, ...)
+            if visual and extra:  # (T, K, H, W, 3) -> (T*K, ...)
+                others = decoded.extra.reshape(-1, *decoded.extra.shape[2:])
+                inputs["agreement"] = teachers[modality].preprocess(others)
         except Exception as exc:  # recorded, not fatal
             errors.append(f"{modality}: {exc}")
     return inputs, errors
@@ -151,6 +164,16 @@ def _score_modality(teacher: Any, texts: dict[str, np.ndarray], tensors: list) -
     return probs, cosines, emb
 
 
+def _score_agreement(teacher: Any, texts: dict[str, np.ndarray], tensors: list, k: int):
+    """The K other frames of n videos' segments -> (K, min, max), PID -> (n, T, C): the cache's
+    agree_* columns (the same Eq. 3 probabilities as the middle frame's)."""
+    torch = __import__("torch")
+    emb = teacher.encode_images(torch.cat(tensors))  # (n*T*K, D)
+    probs, _ = score_segments(emb.reshape(len(tensors), NUM_SEGMENTS, k, -1), texts)
+    return (k, {pid: p.min(axis=2) for pid, p in probs.items()},  # (n, T, C)
+            {pid: p.max(axis=2) for pid, p in probs.items()})
+
+
 def _work_plan(cfg: TeachConfig, video_ids: list[str]) -> dict[str, tuple[str, ...]]:
     """video id -> modalities still missing from the cache."""
     cached = {m: cached_video_ids(cfg.out, m) for m in cfg.modalities}
@@ -170,6 +193,11 @@ def run_teach(cfg: TeachConfig, teachers: dict[str, Any] | None = None,
     for modality in cfg.modalities:
         if modality not in MODALITIES:
             raise ValueError(f"unknown modality {modality!r}; expected {MODALITIES}")
+    check_extra_frames(cfg.agreement_frames)
+    if cfg.agreement_frames and "visual" not in cfg.modalities:
+        raise ValueError("--agreement-frames needs the visual teacher (--modalities visual)")
+    if cfg.agreement_frames:  # refuse a bad summary prompt/threshold before any scoring
+        _agreement_summary(cfg, check_only=True)
     ids, labels = parse_weak_labels(Path(cfg.split_csv))
     if cfg.limit is not None:
         ids, labels = ids[:cfg.limit], labels[:cfg.limit]
@@ -188,17 +216,47 @@ def run_teach(cfg: TeachConfig, teachers: dict[str, Any] | None = None,
     start = time.perf_counter()
     with ScoreCacheWriter(cfg.out, meta, flush_videos=cfg.batch_videos) as writer, \
             ThreadPoolExecutor(max(1, cfg.num_workers)) as pool, _progress(progress, len(items)) as bar:
-        work = lambda path, vid, needed: _prepare_one(path, vid, needed, teachers)  # noqa: E731
+        work = lambda path, vid, needed: _prepare_one(  # noqa: E731
+            path, vid, needed, teachers, cfg.agreement_frames)
         for batch, results in _prefetched(pool, _batches(items, cfg.batch_videos), work):
-            _score_batch(batch, results, teachers, texts, writer, label_of, report)
+            _score_batch(batch, results, teachers, texts, writer, label_of, report,
+                         cfg.agreement_frames)
             bar(len(batch))
     report.seconds = time.perf_counter() - start
+    if cfg.agreement_frames:
+        report.agreement = _agreement_summary(cfg)
     return report
+
+
+def _agreement_summary(cfg: TeachConfig, check_only: bool = False):
+    """The cache's frame-agreement summary, also written to <out>/agreement.json (None if no
+    scored segment has agreement, e.g. every video was cached before)."""
+    import json
+
+    from vaplan.io import atomic_write
+    from vaplan.teachers.agreement import cache_agreement
+    from vaplan.teachers.cache import CacheError
+
+    if cfg.agreement_prompt not in VISUAL_PROMPTS:
+        raise ValueError(f"--agreement-prompt must be one of {', '.join(VISUAL_PROMPTS)}, "
+                         f"got {cfg.agreement_prompt!r}")
+    if check_only:
+        if not 0 < cfg.agreement_threshold < 1:
+            raise ValueError(f"--agreement-threshold must be in (0, 1), got "
+                             f"{cfg.agreement_threshold}")
+        return None
+    try:
+        summary = cache_agreement(cfg.out, cfg.agreement_prompt, cfg.agreement_threshold,
+                                  allow_random=True)
+    except CacheError:
+        return None
+    atomic_write(Path(cfg.out) / "agreement.json", json.dumps(summary.to_dict(), indent=2))
+    return summary
 
 
 def _score_batch(batch: list, results: list, teachers: dict[str, Any],
                  texts: dict[str, dict[str, np.ndarray]], writer: ScoreCacheWriter,
-                 label_of: dict[str, np.ndarray], report: TeachReport) -> None:
+                 label_of: dict[str, np.ndarray], report: TeachReport, extra: int = 0) -> None:
     """Encode, score and append one decoded batch; failures go into the report."""
     report.videos_processed += len(batch)
     for (_, vid, _), (_, errors) in zip(batch, results):
@@ -211,11 +269,16 @@ def _score_batch(batch: list, results: list, teachers: dict[str, Any],
         vids = [vid for vid, _ in done]
         try:
             probs, cosines, emb = _score_modality(teacher, texts[modality], [x for _, x in done])
+            agreement = None
+            if modality == "visual" and extra:
+                others = [inputs["agreement"] for (_, vid, _), (inputs, _) in zip(batch, results)
+                          if modality in inputs]
+                agreement = _score_agreement(teacher, texts[modality], others, extra)
         except Exception as exc:  # e.g. out of memory: record the batch, keep going
             report.failures.extend((vid, f"{modality}: scoring failed ({exc})") for vid in vids)
             continue
         writer.append(vids, modality, probs, cosines, emb,
-                      np.stack([label_of[v] for v in vids]))
+                      np.stack([label_of[v] for v in vids]), agreement=agreement)
         report.scored[modality] += len(vids)
 
 
@@ -251,6 +314,8 @@ def format_report(report: TeachReport, out: str) -> str:
              f"({report.videos_per_s:.2f} videos/s)"]
     for m in sorted(report.scored):
         lines.append(f"  {m}: scored {report.scored[m]}, already cached {report.skipped[m]}")
+    if report.agreement is not None:
+        lines.append(f"{report.agreement.describe()} (also {out}/agreement.json)")
     if report.failures:
         lines.append(f"FAILURES ({len(report.failures)}):")
         lines.extend(f"  {vid}: {msg}" for vid, msg in report.failures)

@@ -23,8 +23,10 @@ def segment_colour(t: int) -> tuple[int, int, int]:
 def write_test_video(path: str | os.PathLike, duration: float = 10.0, fps: int = 8,
                      size: tuple[int, int] = (96, 64), audio: bool = True,
                      tone_hz: float = 440.0, variable_frame_rate: bool = False,
-                     audio_rate: int = 44_100) -> Path:
+                     audio_rate: int = 44_100, colour=None) -> Path:
     """Write an MP4 (H.264 video + AAC audio) whose second t shows `segment_colour(t)`.
+
+    colour: optional time (s) -> RGB of the frame shown then (e.g. a dark middle frame).
 
     variable_frame_rate: frame intervals alternate between 1/(2 fps) and 3/(2 fps), with
     timestamps in milliseconds, so only timestamp-based frame picking gets the colours right.
@@ -45,7 +47,7 @@ def write_test_video(path: str | os.PathLike, duration: float = 10.0, fps: int =
             sound.layout = "mono"
         for time in _frame_times(duration, fps, variable_frame_rate):
             image = np.empty((height, width, 3), dtype=np.uint8)
-            image[:] = segment_colour(int(time))
+            image[:] = colour(time) if colour else segment_colour(int(time))
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts = int(round(time * 1000))
             frame.time_base = Fraction(1, 1000)

@@ -1,9 +1,11 @@
 """The pipeline's figures as PNG files (matplotlib's object API: no pyplot, no global backend).
 
-Fig. 3a  per-class event-level F of audio and visual pseudo labels,
-Fig. 3b  PLG vs PLD per class,
-Figs. 5-7 timelines of a few val videos (ground truth, pseudo labels, predictions; A and V),
-Fig. 7   the PLD forward-loss heatmap of one video with the flipped segments marked.
+Fig. 3a  per-class event-level F of audio and visual pseudo labels (`plg_figure`),
+Fig. 3b  PLG vs PLD per class, Fig. 7 the PLD forward-loss heatmap of one video with the
+         flipped segments marked (`denoise_figures`),
+Figs. 5-7 timelines of a few val videos (ground truth, pseudo labels, predictions; A and V;
+         `timelines_figure`).
+Pure: arrays in, files out (written atomically, vaplan.io); the pipeline logs them.
 """
 
 from __future__ import annotations
@@ -15,8 +17,12 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
-from pipelines.artifacts import atomic_path
 from vaplan.categories import CLASSES
+from vaplan.config import PLDConfig
+from vaplan.data.types import PseudoLabels, SplitData
+from vaplan.denoise import forward_loss_map
+from vaplan.io import atomic_path
+from vaplan.metrics import per_class_f
 
 SOURCE_COLORS = {"GT": "#2b8a3e", "PLG": "#1c7ed6", "PLD": "#7048e8", "pred": "#e8590c"}
 
@@ -115,3 +121,50 @@ def pick_timeline_videos(video_labels: np.ndarray, changed: np.ndarray, count: i
     richness = video_labels.sum(axis=1)
     order = np.lexsort((np.arange(len(richness)), -richness, -changed_per_video))
     return [int(i) for i in order[:count] if richness[i] > 0]
+
+
+def plg_figure(labels: PseudoLabels, val: SplitData, path: str | os.PathLike) -> Path:
+    """Fig. 3a: per-class event-level F of val's PLG labels, audio and visual."""
+    return plot_per_class_f({"audio PLG": per_class_f(labels.seg_audio, val.gt_audio),
+                             "visual PLG": per_class_f(labels.seg_visual, val.gt_visual)},
+                            "Per-class event-level F of PLG pseudo labels on val (Fig. 3a)", path)
+
+
+def timelines_figure(val: SplitData, plg: PseudoLabels, pld: PseudoLabels,
+                     pred_audio: np.ndarray, pred_visual: np.ndarray, count: int,
+                     path: str | os.PathLike) -> Path | None:
+    """Figs. 5-7: GT, PLG, PLD and predicted (N,T,C) events of `count` val videos, A and V."""
+    if count <= 0:
+        return None
+    sources = {"audio": {"GT": val.gt_audio, "PLG": plg.seg_audio, "PLD": pld.seg_audio,
+                         "pred": pred_audio},
+               "visual": {"GT": val.gt_visual, "PLG": plg.seg_visual, "PLD": pld.seg_visual,
+                          "pred": pred_visual}}
+    changed = (plg.seg_visual ^ pld.seg_visual) | (plg.seg_audio ^ pld.seg_audio)
+    picks = pick_timeline_videos(val.video_labels, changed, count)
+    return plot_timelines(val.video_ids, val.video_labels, sources, picks, path) if picks else None
+
+
+def denoise_figures(out: Path, val: SplitData, before: PseudoLabels, after: PseudoLabels,
+                    prob_seg: np.ndarray, pld: PLDConfig) -> None:
+    """Fig. 3b (PLG vs PLD per class) and Fig. 7 (forward-loss heatmap of one val video) in
+    `out/plots/`; prob_seg is the model's (N, T, 2, C) val output."""
+    series = {}
+    for modality, gt in (("audio", val.gt_audio), ("visual", val.gt_visual)):
+        if getattr(pld, modality):
+            series[f"{modality} PLG"] = per_class_f(getattr(before, f"seg_{modality}"), gt)
+            series[f"{modality} PLD"] = per_class_f(getattr(after, f"seg_{modality}"), gt)
+    if series:
+        plot_per_class_f(series, "PLG vs PLD per class on val (Fig. 3b)",
+                         out / "plots/fig3b_plg_vs_pld_per_class_f.png")
+    modality = "visual" if pld.visual or not pld.audio else "audio"
+    m = 1 if modality == "visual" else 0
+    old, new = getattr(before, f"seg_{modality}"), getattr(after, f"seg_{modality}")
+    video = int(np.argmax((old ^ new).reshape(len(old), -1).sum(axis=1)
+                          * 1000 + old.max(axis=1).sum(axis=1)))
+    classes = np.flatnonzero(old[video].max(axis=0))
+    if len(classes) == 0:
+        return
+    loss = forward_loss_map(prob_seg[video, :, m], old[video]) * old[video].max(axis=0)  # M'
+    plot_loss_heatmap(loss, (old[video] ^ new[video]).astype(bool), classes,
+                      str(val.video_ids[video]), modality, out / "plots/fig7_pld_forward_loss.png")

@@ -1,5 +1,6 @@
-"""Files the pipeline writes: pseudo-label Parquet tables, JSON, digests; all written atomically
-(vaplan.io: temporary sibling + os.replace, modes follow the umask).
+"""Pseudo-label tables as Parquet, and the summaries of a label change (flip rates, the
+per-modality choice as metrics and tags). Written atomically (vaplan.io: temporary sibling +
+os.replace, modes follow the umask).
 
 Pseudo-label table (one row per video x segment x modality; schema in docs/pipelines.md):
 
@@ -11,11 +12,9 @@ Pseudo-label table (one row per video x segment x modality; schema in docs/pipel
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -23,8 +22,8 @@ import pyarrow.parquet as pq
 
 from vaplan.categories import CLASS_INDEX, CLASSES, NUM_CLASSES
 from vaplan.config import PLGConfig
-from vaplan.data.types import PseudoLabels, TeacherScores
-from vaplan.io import atomic_path, atomic_write
+from vaplan.data.types import PseudoLabels, SplitData, TeacherScores
+from vaplan.io import atomic_path
 
 MODALITIES = ("audio", "visual")
 LabelSplits = dict[str, tuple[np.ndarray, PseudoLabels]]  # split -> (video_ids (N,), labels)
@@ -34,24 +33,6 @@ LABEL_SCHEMA = pa.schema([
     ("labels", pa.list_(pa.string())), ("video_labels", pa.list_(pa.string())),
     ("teacher_prob", pa.list_(pa.float32(), NUM_CLASSES)),
 ])
-
-
-def write_json(path: str | os.PathLike, data: Any) -> Path:
-    """Atomically write pretty, key-sorted JSON (mode follows the umask, vaplan.io)."""
-    return atomic_write(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes (streamed)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _name_lists(mask: np.ndarray) -> pa.ListArray:
@@ -84,9 +65,12 @@ def _modality_block(split: str, video_ids: np.ndarray, seg: np.ndarray, video: n
     return pa.table(columns, schema=LABEL_SCHEMA)
 
 
-def labels_table(stage: str, splits: LabelSplits, video_labels: dict[str, np.ndarray],
-                 teachers: dict[str, TeacherScores], plg: PLGConfig) -> pa.Table:
-    """The pseudo-label table of `splits` (see the module docstring for the schema)."""
+def labels_table(stage: str | Mapping[str, str], splits: LabelSplits,
+                 video_labels: dict[str, np.ndarray], teachers: dict[str, TeacherScores],
+                 plg: PLGConfig) -> pa.Table:
+    """The pseudo-label table of `splits` (see the module docstring for the schema); `stage`
+    is one for all rows or {modality: stage} (the labels retrain uses: PLD or PLG per modality)."""
+    stages = {m: stage for m in MODALITIES} if isinstance(stage, str) else dict(stage)
     blocks = []
     for split, (video_ids, labels) in splits.items():
         scores = teachers.get(split)
@@ -94,7 +78,7 @@ def labels_table(stage: str, splits: LabelSplits, video_labels: dict[str, np.nda
                                       ("visual", labels.seg_visual, plg.visual_prompt)):
             probs = scores.probs.get(prompt) if scores is not None else None
             blocks.append(_modality_block(split, video_ids, seg, video_labels[split], probs,
-                                          modality, stage, prompt))
+                                          modality, stages[modality], prompt))
     return pa.concat_tables(blocks)
 
 
@@ -139,3 +123,48 @@ def read_labels(path: str | os.PathLike) -> LabelSplits:
             arrays[modality] = _segment_array(part, index, len(video_ids))
         out[str(split)] = (video_ids, PseudoLabels(arrays["audio"], arrays["visual"]))
     return out
+
+
+def split_labels(path: str | os.PathLike, split: SplitData) -> PseudoLabels:
+    """The labels of one split from a table, checked against that split's video order."""
+    video_ids, labels = read_labels(path)[split.name]
+    if not np.array_equal(video_ids.astype(str), np.asarray(split.video_ids).astype(str)):
+        raise ValueError(f"{path}: {split.name} video ids do not match the dataset "
+                         f"({len(video_ids)} vs {len(split)} videos)")
+    return labels
+
+
+def flip_rates(before: LabelSplits, after: LabelSplits) -> dict[str, float]:
+    """`<split>/<modality>/flipped_percent`: percent of positive `before` segment labels that
+    differ in `after` (what PLD changed)."""
+    rates = {}
+    for split in before:
+        for modality in MODALITIES:
+            old = getattr(before[split][1], f"seg_{modality}").astype(bool)
+            new = getattr(after[split][1], f"seg_{modality}").astype(bool)
+            rates[f"{split}/{modality}/flipped_percent"] = 100 * float(
+                (old ^ new).sum() / max(old.sum(), 1))
+    return rates
+
+
+def choice_scores(choices: Mapping) -> dict[str, float]:
+    """Metrics of a label choice ({modality: vaplan.method.LabelChoice}): uses_pld (1/0) and
+    the PLD - PLG improvement with its interval."""
+    scores = {}
+    for modality, choice in choices.items():
+        scores[f"{modality}/uses_pld"] = float(choice.uses_denoised)
+        if choice.test is not None:
+            scores[f"{modality}/improvement"] = choice.test.improvement
+            scores[f"{modality}/improvement_low"] = choice.test.low
+            scores[f"{modality}/improvement_high"] = choice.test.high
+    return scores
+
+
+def choice_tags(record: dict) -> dict[str, str]:
+    """`pld.decision.<modality>` = pld | plg and `pld.decision.<modality>.reason` tags of a
+    recorded choice (`labels/choice.json`)."""
+    tags = {}
+    for modality, choice in record["modalities"].items():
+        tags[f"pld.decision.{modality}"] = choice["source"]
+        tags[f"pld.decision.{modality}.reason"] = choice["reason"]
+    return tags

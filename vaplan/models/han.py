@@ -21,10 +21,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vaplan.config import ModelConfig
+from vaplan.models.inputs import FeatureInputs
 
 
 class HANOutput(NamedTuple):
-    """Probabilities from one forward pass (index 0 of the modality axis is audio, 1 visual)."""
+    """Probabilities from one forward pass (index 0 of the modality axis is audio, 1 visual).
+
+    Every backbone returns this type; losses, PLD and evaluation read video, audio, visual and
+    seg. The two attention maps are HAN's (docs/backbones.md says what the others return).
+    """
 
     video: Tensor  # (B, C) p_video = sum_t sum_m modality_att * temporal_att * prob
     audio: Tensor  # (B, C) p_a = sum_t temporal_att[:, :, 0] * prob[:, :, 0]
@@ -61,66 +66,47 @@ class HybridAttentionLayer(nn.Module):
         return self.norm2(x + self.dropout_out(ffn))
 
 
-class HAN(nn.Module):
+def add_mmil_head(module: nn.Module, d: int, num_classes: int) -> None:
+    """HAN's head layers on `module` (the official names): fc_prob, fc_frame_att, fc_av_att."""
+    module.fc_prob = nn.Linear(d, num_classes)
+    module.fc_frame_att = nn.Linear(d, num_classes)
+    module.fc_av_att = nn.Linear(d, num_classes)
+
+
+def attentive_mmil_pooling(module: nn.Module, x: Tensor) -> HANOutput:
+    """HAN's head (`add_mmil_head`) on x (B, T, 2, d), modality 0 audio: segment probabilities
+    pooled over T by a temporal attention and over the modalities by a modality attention
+    (MM-Pyramid uses the same head)."""
+    prob = torch.sigmoid(module.fc_prob(x))  # (B, T, 2, C)
+    temporal_att = torch.softmax(module.fc_frame_att(x), dim=1)  # (B, T, 2, C) over T
+    modality_att = torch.softmax(module.fc_av_att(x), dim=2)  # (B, T, 2, C) over modalities
+    temporal_prob = temporal_att * prob  # (B, T, 2, C)
+    video = (temporal_prob * modality_att).sum(dim=2).sum(dim=1)  # (B, C)
+    audio_prob = temporal_prob[:, :, 0].sum(dim=1)  # (B, C)
+    visual_prob = temporal_prob[:, :, 1].sum(dim=1)  # (B, C)
+    return HANOutput(video, audio_prob, visual_prob, prob, temporal_att, modality_att)
+
+
+class HAN(FeatureInputs):
     """Hybrid attention network; `HAN()` is the published configuration (docs/fidelity.md)."""
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
         cfg = config if config is not None else ModelConfig()
-        self.config = cfg
         d = cfg.hidden_dim
-        self.fc_a = nn.Linear(cfg.audio_dim, d)
-        self.fc_v = nn.Linear(cfg.visual_dim, d)
-        if cfg.visual_3d_dim > 0:
-            self.fc_st = nn.Linear(cfg.visual_3d_dim, d)
-            self.fc_fusion = nn.Linear(2 * d, d)
+        self.build_inputs(cfg, d)
         # Applied to (audio, visual) and to (visual, audio) with the same weights.
         self.hybrid_attention = HybridAttentionLayer(d, cfg.num_heads, cfg.ffn_dim, cfg.dropout)
-        self.fc_prob = nn.Linear(d, cfg.num_classes)
-        self.fc_frame_att = nn.Linear(d, cfg.num_classes)
-        self.fc_av_att = nn.Linear(d, cfg.num_classes)
-
-    def pool_frames(self, visual: Tensor) -> Tensor:
-        """(B, T*F, Dv) frames -> (B, T, Dv) segment means; (B, T, Dv) passes through.
-
-        fc_v is affine, so pooling before it equals the official fc_v-then-pool order.
-        """
-        T = self.config.num_segments
-        B, frames, dim = visual.shape
-        if frames == T:
-            return visual
-        if frames % T != 0:
-            raise ValueError(f"visual features have {frames} frames; expected {T} pre-pooled "
-                             f"segments or a multiple of {T} frames (80 for LLP ResNet152)")
-        return visual.reshape(B, T, frames // T, dim).mean(dim=2)  # (B, T, Dv)
-
-    def embed_visual(self, visual: Tensor, visual_3d: Tensor | None) -> Tensor:
-        """2D (+ 3D) visual features -> (B, T, d)."""
-        x = self.fc_v(self.pool_frames(visual))  # (B, T, d)
-        if self.config.visual_3d_dim == 0:
-            return x
-        if visual_3d is None:
-            raise ValueError(f"this HAN has a 3D stream (visual_3d_dim="
-                             f"{self.config.visual_3d_dim}); pass visual_3d (B, T, D3)")
-        st = self.fc_st(visual_3d)  # (B, T, d)
-        return self.fc_fusion(torch.cat([x, st], dim=-1))  # (B, T, 2d) -> (B, T, d)
+        add_mmil_head(self, d, cfg.num_classes)
 
     def forward(self, audio: Tensor, visual: Tensor,
                 visual_3d: Tensor | None = None) -> HANOutput:
         """audio (B,T,Da), visual (B,80,Dv) or (B,T,Dv), visual_3d (B,T,D3) -> HANOutput."""
-        a = self.fc_a(audio)  # (B, T, d)
-        v = self.embed_visual(visual, visual_3d)  # (B, T, d)
+        a, v = self.embed(audio, visual, visual_3d)  # (B, T, d) each
         a_out = self.hybrid_attention(a, v)  # (B, T, d)
         v_out = self.hybrid_attention(v, a)  # (B, T, d)
         x = torch.stack([a_out, v_out], dim=2)  # (B, T, 2, d)
-        prob = torch.sigmoid(self.fc_prob(x))  # (B, T, 2, C)
-        temporal_att = torch.softmax(self.fc_frame_att(x), dim=1)  # (B, T, 2, C) over T
-        modality_att = torch.softmax(self.fc_av_att(x), dim=2)  # (B, T, 2, C) over modalities
-        temporal_prob = temporal_att * prob  # (B, T, 2, C)
-        video = (temporal_prob * modality_att).sum(dim=2).sum(dim=1)  # (B, C)
-        audio_prob = temporal_prob[:, :, 0].sum(dim=1)  # (B, C)
-        visual_prob = temporal_prob[:, :, 1].sum(dim=1)  # (B, C)
-        return HANOutput(video, audio_prob, visual_prob, prob, temporal_att, modality_att)
+        return attentive_mmil_pooling(self, x)
 
 
 def count_parameters(model: nn.Module) -> int:
