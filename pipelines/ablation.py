@@ -322,9 +322,9 @@ def _find_parent(experiment_id: str, key: str) -> str | None:
     return found[0].info.run_id if found else None
 
 
-def _epoch_logger(cfg: ExperimentConfig, prefix: str):
-    def on_epoch(stats) -> None:
-        tracking.log_scores(tables.epoch_metrics(cfg, stats), prefix=prefix, step=stats.epoch)
+def _epoch_logger(prefix: str = ""):
+    def on_epoch(stats) -> None:  # epoch/<name>, under `prefix` (stage_one/) for row 5's model
+        tracking.log_scores(stats.metrics(), prefix=prefix, step=stats.epoch)
     return on_epoch
 
 
@@ -340,7 +340,7 @@ def _train_unit(ablation: Units, row: str, seed: int) -> str:
         if tables.get_row(row).pld:
             stage_one = _stage_one(ablation, row, seed, Path(tmp))
         result = tables.train_row(cfg, dataset, ablation.labels(), row, seed,
-                                  stage_one=stage_one, on_epoch=_epoch_logger(cfg, "epoch/"),
+                                  stage_one=stage_one, on_epoch=_epoch_logger(),
                                   progress=ablation.progress)
         tracking.log_scores(tables.unit_metrics(result))
         ablation.checkpoint(row, seed, result.trained.model, result.trained.best_epoch,
@@ -363,7 +363,7 @@ def _stage_one(ablation: Units, row: str, seed: int, tmp: Path):
         "training it first in this run")
     cfg = ablation.cfg
     result = tables.train_row(cfg, ablation.dataset, ablation.labels(), needs, seed,
-                              on_epoch=_epoch_logger(cfg, "stage_one/epoch/"),
+                              on_epoch=_epoch_logger("stage_one/"),
                               progress=ablation.progress)
     tracking.log_scores(tables.unit_metrics(result), prefix="stage_one/")
     ablation.checkpoint(needs, seed, result.trained.model, result.trained.best_epoch,

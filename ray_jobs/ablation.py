@@ -71,8 +71,7 @@ def unit_trial(config: dict, cfg: ExperimentConfig, dataset, labels, stage_ones:
     row, seed = config["unit"]["row"], int(config["unit"]["seed"])
 
     def on_epoch(stats) -> None:
-        tune.report({**{f"epoch/{k}": v for k, v in tables.epoch_metrics(cfg, stats).items()},
-                     "epoch": stats.epoch})
+        tune.report({**stats.metrics(), "epoch": stats.epoch})
 
     result = tables.train_row(cfg, dataset, labels, row, seed,
                               stage_one=stage_ones.get(f"{row}:{seed}"), on_epoch=on_epoch,

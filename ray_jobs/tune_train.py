@@ -1,7 +1,7 @@
 """Sweep the training objective -> val seg_type per epoch, with ASHA.
 
 A trial trains HAN (`vaplan.method.fit`) on the base config's PLG labels (made once by the
-driver) and reports the val scores every epoch (`val/seg_type`, `train/loss`,
+driver) and reports the val scores every epoch (`epoch/val/seg_type`, `epoch/train_loss`,
 `best/val/seg_type`, ...; step = epoch); ASHA stops weak trials. Default (Table 5's knobs):
 loss variant richness/naive/video, lambda 0.25/0.5/1, CR and SR on/off, lr log-uniform
 1e-4..1e-3, 8 samples. `--cpus-per-trial` is also the torch thread count. `--group-size G`
@@ -24,7 +24,7 @@ from ray_jobs import sweep
 from vaplan.cli import exits_on_user_error
 from vaplan.trial_groups import GroupReport, check_group_size, check_group_space, epoch_metrics
 
-METRIC, OBJECTIVE = "val/seg_type", "best/val/seg_type"
+METRIC, OBJECTIVE = "epoch/val/seg_type", "best/val/seg_type"
 DEFAULT_SPACE = {"train.loss.variant": {"choice": ["richness", "naive", "video"]},
                  "train.loss.richness_weight": {"choice": [0.25, 0.5, 1.0]},
                  "train.loss.use_category_richness": {"choice": [True, False]},

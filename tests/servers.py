@@ -97,6 +97,7 @@ def mlflow_auth_server(root: Path, admin_password: str, *store_args: str,
     root = Path(root)
     config = root / "basic_auth.ini"
     config.write_text(f"[mlflow]\ndefault_permission = {default_permission}\n"
+                      "auth_cache_ttl_seconds = 60\n"  # as docker/compose.yaml
                       f"database_uri = sqlite:///{root / 'basic_auth.db'}\n")
     env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
            "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,

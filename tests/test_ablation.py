@@ -246,7 +246,7 @@ def test_crash_keeps_finished_rows_and_rerun_trains_only_the_rest(store, tmp_pat
     assert {f"test/{k}" for k in SCORE_KEYS} | {"val/seg_type", "best_epoch"} \
         <= set(unit.data.metrics)
     assert "plg/val/visual/seg" in unit.data.metrics
-    curve = client.get_metric_history(unit.info.run_id, "epoch/val_seg_type")
+    curve = client.get_metric_history(unit.info.run_id, "epoch/val/seg_type")
     assert sorted(m.step for m in curve) == list(range(1, cfg.train.epochs + 1))
     runs_table = mlflow.artifacts.load_dict(f"runs:/{result.parent_run_id}/ablation/runs.json")
     assert len(runs_table["data"]) == 4
@@ -350,7 +350,7 @@ def test_ray_rows_1_2_two_seeds_same_table_and_resume(local_ray, store, tmp_path
                   for c in children) == [("1", "0", "FINISHED"), ("1", "1", "FINISHED"),
                                          ("2", "0", "FINISHED"), ("2", "1", "FINISHED")]
     unit = children[0]
-    assert {f"test/{k}" for k in SCORE_KEYS} | {"best_epoch", "epoch/val_seg_type"} \
+    assert {f"test/{k}" for k in SCORE_KEYS} | {"best_epoch", "epoch/val/seg_type"} \
         <= set(unit.data.metrics)
     assert unit.data.params["train.model.hidden_dim"] == "32"
     assert [a.path for a in client.list_artifacts(unit.info.run_id, "checkpoint")] == \

@@ -143,9 +143,9 @@ def test_group_report_and_member_grid():
     stats = lambda score, epoch: EpochStats(epoch, 1.0, {"seg_type": score}, 0.5, 3e-4)  # noqa
     report = GroupReport([cfg, cfg])
     first = report.update(1, {0: stats(10.0, 1), 1: stats(20.0, 1)})
-    assert first["val/seg_type"] == 20.0 and first["best/val/seg_type"] == 20.0
+    assert first["epoch/val/seg_type"] == 20.0 and first["best/val/seg_type"] == 20.0
     last = report.update(2, {0: stats(15.0, 2), 1: NonFiniteTrainingError("diverged")})
-    assert last["val/seg_type"] == 15.0 and last["best/val/seg_type"] == 20.0
+    assert last["epoch/val/seg_type"] == 15.0 and last["best/val/seg_type"] == 20.0
     assert last["members"]["0"]["best/val/seg_type"] == 15.0
     assert last["members"]["0"]["epoch"] == 2 and last["members"]["1"]["epoch"] == 1
     assert last["members"]["1"]["error"] == "NonFiniteTrainingError: diverged"
@@ -162,7 +162,7 @@ def test_group_report_and_member_grid():
     assert [r.metrics["trial_id"] for r in grid] == ["t_00000/0", "t_00000/1", "t_00001/0"]
     assert [r.error for r in grid] == [None, "NonFiniteTrainingError: diverged", "injected"]
     best = grid.get_best_result("best/val/seg_type")
-    assert best.config == {"train.lr": 1e-3} and best.metrics["val/seg_type"] == 15.0
+    assert best.config == {"train.lr": 1e-3} and best.metrics["epoch/val/seg_type"] == 15.0
     plain = [Result({"train.lr": 1e-3}, {})]
     assert MemberGrid.of(plain) is plain  # no group: Tune's grid as it is
 

@@ -57,7 +57,7 @@ def test_pipeline_over_http(server_uri, result):
     assert [r.info.run_name for r in children] == list(STEP_NAMES)
     assert {f"test/{k}" for k in SCORE_KEYS} <= set(parent.data.metrics)
     retrain = next(r for r in children if r.info.run_name == "retrain")
-    history = client.get_metric_history(retrain.info.run_id, "epoch/val_seg_type")
+    history = client.get_metric_history(retrain.info.run_id, "epoch/val/seg_type")
     assert [m.step for m in history] == [1]
     names = {item.path for item in client.list_artifacts(retrain.info.run_id, "checkpoint")}
     assert names == {"checkpoint/han.pt"}

@@ -220,7 +220,7 @@ def test_tune_train_asha_reports_every_epoch(local_ray, where):
     client, parent, children = runs_of(uri, "train")
     trials = trial_runs(children)
     assert len(trials) == 4 and all(run.info.status == "FINISHED" for run in trials)
-    epochs = [[m.step for m in client.get_metric_history(run.info.run_id, "val/seg_type")]
+    epochs = [[m.step for m in client.get_metric_history(run.info.run_id, "epoch/val/seg_type")]
               for run in trials]
     assert all(steps[0] == 1 for steps in epochs) and max(map(len, epochs)) == 2
     assert {run.data.params["train.loss.variant"] for run in trials} == {"richness", "naive"}
@@ -246,7 +246,7 @@ def test_tune_train_groups_and_gpus_auto_on_a_cpu_only_ray(local_ray, where, cap
         "00000/0", "00000/1", "00001/0"]
     assert len({r.data.params["train.lr"] for r in members}) == 3
     assert {r.data.params["train.device"] for r in members} == {"cpu"}
-    assert all([m.step for m in client.get_metric_history(r.info.run_id, "val/seg_type")]
+    assert all([m.step for m in client.get_metric_history(r.info.run_id, "epoch/val/seg_type")]
                == [1, 2] for r in members)
     best = [r for r in members if r.data.tags.get("vaplan.best_trial") == "true"]
     assert len(best) == 1 and parent.data.tags["vaplan.best_run_id"] == best[0].info.run_id
@@ -270,7 +270,7 @@ def test_tune_pld_stage_one_and_retrain(local_ray, where):
     _, retrain_parent, retrained = runs_of(uri, "pld-retrain")
     assert retrain_parent.data.tags["vaplan.sweep_of"] == parent.info.run_id
     assert len(trial_runs(retrained)) == 1
-    assert "val/seg_type" in trial_runs(retrained)[0].data.metrics
+    assert "epoch/val/seg_type" in trial_runs(retrained)[0].data.metrics
 
 
 def interrupt(main, sweep: list[str], name: str, after: int):

@@ -226,15 +226,6 @@ def train_row(cfg: ExperimentConfig, dataset: Dataset, labels: AblationLabels, r
                      dict(best), quality)
 
 
-def epoch_metrics(cfg: ExperimentConfig, stats) -> dict[str, float]:
-    """One epoch's curve points (vaplan.train.EpochStats): train_loss, lr, val_seg_type and
-    val_<train.select_metric>; logged per epoch by the sequential and the Ray runner."""
-    nan = float("nan")
-    return {"train_loss": stats.train_loss, "lr": stats.lr,
-            "val_seg_type": stats.val.get("seg_type", nan),
-            f"val_{cfg.train.select_metric}": stats.val.get(cfg.train.select_metric, nan)}
-
-
 def unit_metrics(result: RowResult) -> dict[str, float]:
     """Flat numbers of a unit: test/<key>, val/<key>, best_epoch, <stage>/val/<modality>/<k>."""
     flat = {f"test/{key}": value for key, value in result.test.items()}

@@ -80,6 +80,14 @@ class EpochStats:
     seconds: float
     lr: float
 
+    def metrics(self) -> dict[str, float]:
+        """The epoch's curve points under the names every run uses, pipeline step, ablation
+        unit and sweep trial alike (docs/pipelines.md "Metric names"; step = epoch):
+        epoch/train_loss, epoch/lr, epoch/seconds and epoch/val/<score> for every val score."""
+        return {"epoch/train_loss": self.train_loss, "epoch/lr": self.lr,
+                "epoch/seconds": self.seconds,
+                **{f"epoch/val/{key}": value for key, value in self.val.items()}}
+
 
 @dataclass
 class TrainResult:

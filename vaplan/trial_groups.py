@@ -21,16 +21,15 @@ SHARED = ("model", "batch_size", "device", "precision")  # train.* options a gro
 
 
 def epoch_metrics(stats: Any, select_metric: str, best: float) -> dict[str, float]:
-    """What a training trial reports after an epoch: val/<score>, train/loss, epoch/seconds,
-    epoch/lr and best/val/<select_metric> (the best so far)."""
-    return {**{f"val/{key}": value for key, value in stats.val.items()},
-            "train/loss": stats.train_loss, "epoch/seconds": stats.seconds,
-            "epoch/lr": stats.lr, f"best/val/{select_metric}": best}
+    """What a training trial reports after an epoch: the epoch's curve points
+    (`EpochStats.metrics`: epoch/train_loss, epoch/lr, epoch/seconds, epoch/val/<score>) and
+    best/val/<select_metric> (the best so far)."""
+    return {**stats.metrics(), f"best/val/{select_metric}": best}
 
 
 class GroupReport:
     """A group trial's reports: per member (key "members": {"<g>": its epoch_metrics and
-    "epoch", or "error"}) and, for Tune and ASHA, the best member's `val/<select>` of the epoch
+    "epoch", or "error"}) and, for Tune and ASHA, the best member's `epoch/val/<select>`
     and best `best/val/<select>` at the top level."""
 
     def __init__(self, cfgs: Sequence[Any]) -> None:  # the members' TrainConfigs
@@ -52,7 +51,7 @@ class GroupReport:
                 self.members[str(g)] = {**self.members.get(str(g), {}),
                                         "error": f"{type(outcome).__name__}: {outcome}"}
         select = self.select[0]
-        return {f"val/{select}": max(current, default=float("nan")),
+        return {f"epoch/val/{select}": max(current, default=float("nan")),
                 f"best/val/{select}": max(self.best), "members": dict(self.members)}
 
 

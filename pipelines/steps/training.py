@@ -18,11 +18,7 @@ def train(ctx: StepContext, dataset: Dataset, cfg: TrainConfig, labels: StepResu
     """Train HAN on the pseudo labels of `labels`; per-epoch metrics with the epoch as step."""
     def compute(out: Path, log: StepLog) -> None:
         def on_epoch(stats) -> None:
-            log.scores({"train_loss": stats.train_loss, "lr": stats.lr,
-                        "val_seg_type": stats.val.get("seg_type", float("nan")),
-                        f"val_{cfg.select_metric}": stats.val.get(cfg.select_metric,
-                                                                  float("nan"))},
-                       prefix="epoch/", step=stats.epoch)
+            log.scores(stats.metrics(), step=stats.epoch)
 
         result = fit(cfg, dataset, split_labels(labels.path(labels_name), dataset.train),
                      on_epoch=on_epoch, progress=ctx.progress)
@@ -32,7 +28,7 @@ def train(ctx: StepContext, dataset: Dataset, cfg: TrainConfig, labels: StepResu
                          "labels": labels.digest(labels_name), "step": step_name},
                         epochs_completed=result.epochs_completed)
         log.scores({"best_epoch": result.best_epoch,
-                    f"best/val_{cfg.select_metric}": result.best_score})
+                    f"best/val/{cfg.select_metric}": result.best_score})
 
     inputs = {"dataset": dataset.digest, "labels": labels.digest(labels_name)}
     return run_step(ctx, step_name, cfg, inputs, compute,
