@@ -108,5 +108,5 @@ def test_plg_for_avel_is_the_intersection_within_the_video_label():
 
 @pytest.mark.parametrize("field, value", [("epochs", 0), ("lr", float("nan")), ("plg_weight", -1.0)])
 def test_bad_recipe_values_are_refused(field, value):
-    with pytest.raises(ConfigError, match=f"ave.train.{field}="):
+    with pytest.raises(ConfigError, match=f"ave.train.{field} must be"):
         AveTrainConfig(**{field: value})

@@ -140,7 +140,7 @@ def sweep(ctx: typer.Context,
 
 @app.command()
 def ablation(preset: str = typer.Option("sim-small", help="config preset (vaplan.config.PRESETS)"),
-             set_: Optional[List[str]] = typer.Option(None, "--set", help="override, e.g. train.epochs=5"),
+             set_: Optional[List[str]] = set_option(),
              table: str = typer.Option("5", help="5 (baseline ... + PLD) or 6 (richness-aware "
                                        "loss: 2, CR, SR, 4)"),
              rows: Optional[str] = typer.Option(None, help="rows of the table, e.g. 1,2 "
@@ -152,7 +152,7 @@ def ablation(preset: str = typer.Option("sim-small", help="config preset (vaplan
                                                    "(Markdown; the CSV goes next to it), "
                                                    "after every unit"),
              experiment: str = typer.Option("vaplan-ablations", help="MLflow experiment"),
-             tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI"),
+             tracking_uri: Optional[str] = store_option(),
              resume: bool = typer.Option(True, help="resume the parent run of the same arguments "
                                          "(--no-resume starts a new one)"),
              progress: bool = typer.Option(True, help="per-epoch training progress"),
@@ -298,7 +298,7 @@ def pull(model: str = typer.Option("vaplan-han", help="registered model name"),
          alias: Optional[str] = typer.Option("champion", help="alias to pull"),
          version: Optional[int] = typer.Option(None, help="version to pull (instead of alias)"),
          dest: Path = typer.Option(..., help="folder for checkpoint, labels and config"),
-         tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI")):
+         tracking_uri: Optional[str] = store_option()):
     """Pull a registered model: checkpoint, denoised labels (Parquet) and config.
 
     Every file is checked against the sha256 recorded at registration first.
@@ -319,7 +319,7 @@ def pull(model: str = typer.Option("vaplan-han", help="registered model name"),
 @app.command()
 def evaluate(model: str = typer.Option("models:/vaplan-han@champion", help="model URI"),
              split: str = typer.Option("test", help="val or test"),
-             tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI")):
+             tracking_uri: Optional[str] = store_option()):
     """Load a registered model and print the ten AVVP numbers (official protocol).
 
     Examples:
@@ -343,7 +343,7 @@ def report(model: str = typer.Argument("models:/vaplan-han@champion",
                                        help="models:/NAME@ALIAS or models:/NAME/VERSION"),
            out: Optional[Path] = typer.Option(None, help="HTML file to write (default "
                                               "./vaplan-report-NAME-vVERSION.html)"),
-           tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI")):
+           tracking_uri: Optional[str] = store_option()):
     """Write a registered version's HTML report (label quality, the ten numbers, Fig. 3a/3b,
     the promotion gate, the config diff to the champion) and print its path.
 

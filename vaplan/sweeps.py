@@ -24,7 +24,7 @@ import pandas as pd
 from vaplan.config import (ExperimentConfig, apply_overrides, flatten, from_dict, get_path,
                            get_preset, replace_path)
 from vaplan.errors import ConfigError, UserError
-from vaplan.io import atomic_write
+from vaplan.io import read_json, write_json
 from vaplan.trial_groups import parse_gpus_per_trial
 
 STATE_FILE = "vaplan_sweep.json"  # next to Tune's state: what --resume reads
@@ -153,11 +153,11 @@ class SweepState:
     best: dict = field(default_factory=dict)
 
     def save(self, folder: Path) -> None:
-        atomic_write(folder / STATE_FILE, json.dumps(self.__dict__, indent=2, default=str))
+        write_json(folder / STATE_FILE, self.__dict__)
 
     @classmethod
     def load(cls, folder: Path) -> "SweepState":
-        return cls(**json.loads((folder / STATE_FILE).read_text()))
+        return cls(**read_json(folder / STATE_FILE))
 
     @property
     def experiment(self) -> ExperimentConfig:

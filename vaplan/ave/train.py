@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vaplan.config import DEVICE, NON_NEGATIVE, POSITIVE, SEED, Checked, integer, option
 from vaplan.data.ave import BACKGROUND, NUM_AVE_CLASSES
 from vaplan.errors import ConfigError, NonFiniteTrainingError
 from vaplan.metrics import ave_segment_accuracy
@@ -33,29 +35,21 @@ NUM_OUTPUTS = NUM_AVE_CLASSES + 1  # 28 events + background
 
 
 @dataclass(frozen=True)
-class AveTrainConfig:
-    """The AVEL weak recipe (defaults from the reference); plg_weight 0 = the weak baseline."""
+class AveTrainConfig(Checked):
+    """The AVEL weak recipe (defaults from the reference); plg_weight 0 = the weak baseline.
+    Checked by the project's one option validation (vaplan.config `option` rules)."""
 
-    epochs: int = 250
-    batch_size: int = 64
-    lr: float = 1e-3
-    lr_step_size: int = 15000  # optimizer steps, as the reference steps its scheduler per batch
-    lr_gamma: float = 0.1
-    eval_every: int = 5
-    plg_weight: float = 0.0
-    seed: int = 0
-    device: str = "cpu"
+    SECTION: ClassVar[str] = "ave.train"
 
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "lr_step_size", "eval_every"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"ave.train.{name}={getattr(self, name)!r}: expected an integer >= 1")
-        for name in ("lr", "lr_gamma"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
-                raise ConfigError(f"ave.train.{name}={value!r}: expected a finite number > 0")
-        if not (np.isfinite(self.plg_weight) and self.plg_weight >= 0):
-            raise ConfigError(f"ave.train.plg_weight={self.plg_weight!r}: expected a finite number >= 0")
+    epochs: int = option(250, integer(1))
+    batch_size: int = option(64, integer(1))
+    lr: float = option(1e-3, POSITIVE)
+    lr_step_size: int = option(15000, integer(1))  # optimizer steps: the reference steps per batch
+    lr_gamma: float = option(0.1, POSITIVE)
+    eval_every: int = option(5, integer(1))
+    plg_weight: float = option(0.0, NON_NEGATIVE)
+    seed: int = option(0, SEED)
+    device: str = option("cpu", DEVICE)
 
 
 @dataclass(frozen=True)

@@ -231,9 +231,7 @@ def run_teach(cfg: TeachConfig, teachers: dict[str, Any] | None = None,
 def _agreement_summary(cfg: TeachConfig, check_only: bool = False):
     """The cache's frame-agreement summary, also written to <out>/agreement.json (None if no
     scored segment has agreement, e.g. every video was cached before)."""
-    import json
-
-    from vaplan.io import atomic_write
+    from vaplan.io import write_json
     from vaplan.teachers.agreement import cache_agreement
     from vaplan.teachers.cache import CacheError
 
@@ -250,7 +248,7 @@ def _agreement_summary(cfg: TeachConfig, check_only: bool = False):
                                   allow_random=True)
     except CacheError:
         return None
-    atomic_write(Path(cfg.out) / "agreement.json", json.dumps(summary.to_dict(), indent=2))
+    write_json(Path(cfg.out) / "agreement.json", summary.to_dict())
     return summary
 
 
