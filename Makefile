@@ -36,7 +36,7 @@ chromium:
 	echo "chromium could not be installed: the screenshot test will be skipped" >&2
 
 test: $(STAMP) chromium
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not integration and not slow"

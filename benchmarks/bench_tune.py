@@ -53,13 +53,15 @@ def plg_values(count: int) -> list[str]:
 
 def sweep(spec, args: list[str], data: dict, name: str, extra: list[str] | None = None):
     """Run one sweep (quiet, in the running Ray); returns (seconds, trials, best objective)."""
-    from ray_jobs import sweep as sweeps, tune_train
+    from ray_jobs import sweep as sweeps
+    from vaplan.sweep_options import add_asha_args, parser as sweep_parser, plan
+    from vaplan.sweeps import sweep_folder
 
-    parser = sweeps.parser(spec, "bench")
-    tune_train.add_asha_args(parser)
+    parser = sweep_parser(spec, "bench")
+    add_asha_args(parser)
     opts = parser.parse_args([*args, "--name", name, *(extra or [])])
-    folder = sweeps.sweep_folder(spec.job, opts)
-    state = sweeps.plan(spec, opts, folder)
+    folder = sweep_folder(spec.job, opts)
+    state = plan(spec, opts, folder)
     started = time.perf_counter()
     state = sweeps.run_sweep(spec, opts, state, folder, lambda s: data)
     seconds = time.perf_counter() - started
@@ -78,7 +80,7 @@ def main(argv=None) -> int:
             "--storage-path", str(tmp / "ray")]
     model = ["--set", f"train.model.hidden_dim={args.hidden_dim}",
              "--set", f"train.model.ffn_dim={args.hidden_dim}", "--set", f"train.epochs={args.epochs}"]
-    dataset = sweeps.load_dataset(get_preset(args.preset))
+    dataset = sweeps.load_dataset(get_preset(args.preset).data)
     if args.gpus:
         import ray
 

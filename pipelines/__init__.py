@@ -1,9 +1,5 @@
-"""Tracked VAPLAN pipelines: MLflow runs, the model registry and downstream pulls.
-
-`pipelines.run(cfg)` runs labels -> train -> denoise -> retrain -> evaluate -> register under
-one parent MLflow run. MLflow is wired only in `pipelines.tracking`; nothing is configured at
-import time, and the heavy modules load on first use.
-"""
+"""Tracked VAPLAN pipelines: MLflow runs, the model registry and downstream pulls (`pipelines.run`,
+docs/pipelines.md); nothing is configured at import time, heavy modules load on first use."""
 
 from __future__ import annotations
 

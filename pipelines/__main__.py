@@ -1,7 +1,4 @@
-"""`python -m pipelines [OPTIONS]` = `vaplan run [OPTIONS]` (the tracked pipeline; `make demo`).
-
-Kept as an alias: the same options, output and exit statuses (see `vaplan run --help`).
-"""
+"""`python -m pipelines [OPTIONS]` = `vaplan run [OPTIONS]` (an alias: same options and exits)."""
 
 from __future__ import annotations
 

@@ -1,30 +1,9 @@
-"""Ablation tables (vaplan.ablation: Table 5, Table 6) as tracked, resumable MLflow runs: one
-parent run, one child run per row × seed.
-
-The parent run is found again by its key (sha256 of the config, the table, the rows, the seeds
-and the dataset digest; tag `vaplan.ablation.key`), so re-running the same command resumes it:
-units (row × seed) with a FINISHED child run are skipped, the others are trained, each in a new
-child run. After every finished unit the table is rebuilt from the parent's FINISHED child runs
-and written to `--output` (Markdown + CSV, atomically) and to the parent's artifacts, so a crash
-or a kill loses at most the unit in progress (SIGTERM/Ctrl-C end the open runs KILLED). Once
-every unit is finished, `mlflow.log_table` records one line per unit as `ablation/runs.json`;
-`export_runs` writes every unit run of the store (config + metrics) as one CSV.
-
-A PLD row (row 5) needs its `needs` row's model (row 4) of the same seed: a FINISHED run with
-that unit key (in this experiment, any parent) lends its `checkpoint/han.pt`; otherwise row 5's
-run trains it first (curves under `stage_one/`, checkpoint `stage_one/han.pt`, reusable by later
-row-5 runs). The tag `vaplan.ablation.stage_one` says which.
-
-Units train here one after the other, or as Ray Tune trials (`ray_jobs.ablation`, which calls
-`run_ablation(..., train_units=...)` and writes the runs through `Units` from the driver).
-"""
+"""Ablation tables (`vaplan.ablation`) as tracked, resumable MLflow runs: a parent run found
+again by its key, a child run per row × seed, the table rebuilt after each unit (keys and
+exports: `vaplan.ablation_keys`; the layout and resume rules: docs/pipelines.md "Ablations")."""
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
-import json
 import tempfile
 import time
 import warnings
@@ -38,25 +17,19 @@ import vaplan
 from pipelines import tracking
 from pipelines.steps.common import CHECKPOINT
 from vaplan import ablation as tables
+from vaplan.ablation_keys import (KEY_TAG, METHOD_TAG, ROW_TAG, SEED_TAG, TABLE_TAG, UNIT_TAG,
+                                  ablation_key, output_paths, runs_records, unit_key, units_csv)
 from vaplan.config import ExperimentConfig, flatten
 from vaplan.data.dataset import load_dataset
 from vaplan.data.types import Dataset
-from vaplan.errors import ConfigError, UserError
+from vaplan.errors import UserError
 from vaplan.io import atomic_write
-from vaplan.metrics import SCORE_KEYS
+from vaplan.runs import stop_on_signals
 from vaplan.train import load_checkpoint, save_checkpoint
 
 EXPERIMENT = "vaplan-ablations"
-# Bump FORMAT when a unit's numbers change meaning (including a changed config default, since
-# keys hold only the options that differ from the defaults), to start new parents and units.
-FORMAT = 2
-KEY_TAG, UNIT_TAG = "vaplan.ablation.key", "vaplan.ablation.unit"
-ROW_TAG, SEED_TAG = "vaplan.ablation.row", "vaplan.ablation.seed"
-TABLE_TAG = "vaplan.ablation.table"
 STAGE_ONE_TAG, STAGE_ONE_KEY_TAG = "vaplan.ablation.stage_one", "vaplan.ablation.stage_one_unit"
 STAGE_ONE_CHECKPOINT = "stage_one/han.pt"
-# --seeds sets train.seed; threads and device change speed (and float rounding), not the method
-NOT_IN_KEY = ("train.seed", "train.num_threads", "train.device")
 Log = Callable[[str], None]
 
 
@@ -72,44 +45,6 @@ class AblationRun:
     trained: list[tuple[str, int]] = field(default_factory=list)
     skipped: list[tuple[str, int]] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def _digest(payload: dict) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _identity(cfg: ExperimentConfig) -> dict:
-    """The options that make a unit what it is: those that differ from ExperimentConfig()'s
-    defaults, so a new option added at its default keeps every finished run findable."""
-    defaults = flatten(ExperimentConfig())
-    return {k: v for k, v in flatten(cfg).items()
-            if k not in NOT_IN_KEY and (k not in defaults or defaults[k] != v)}
-
-
-def ablation_key(cfg: ExperimentConfig, rows, seeds, dataset_digest: str,
-                 table: str = "5") -> str:
-    """The parent run's key: same config, table, rows, seeds and dataset -> the same parent
-    (Table 5's payload has no "table" entry: its keys predate the other tables)."""
-    payload = {"format": FORMAT, "vaplan": vaplan.__version__, "config": _identity(cfg),
-               "rows": list(rows), "seeds": list(seeds), "dataset": dataset_digest}
-    return _digest(payload if table == "5" else {**payload, "table": table})
-
-
-def unit_key(cfg: ExperimentConfig, row: str, seed: int, dataset_digest: str) -> str:
-    """A unit's key: its row config (with the seed) and the dataset (not the table: a row id
-    is one row in every table, so Table 6's row 4 is Table 5's)."""
-    row_cfg = tables.row_config(cfg, row, seed)
-    return _digest({"format": FORMAT, "vaplan": vaplan.__version__, "row": row, "seed": seed,
-                    "config": _identity(row_cfg), "dataset": dataset_digest})
-
-
-def output_paths(output: str | Path) -> tuple[Path, Path]:
-    """--output names the Markdown file; the CSV goes next to it (same name, .csv)."""
-    path = Path(output)
-    if path.suffix.lower() == ".csv":
-        raise ConfigError(f"--output {output}: name the Markdown file (e.g. table.md); "
-                          "the CSV is written next to it")
-    return path, path.with_suffix(".csv")
 
 
 @dataclass
@@ -145,10 +80,9 @@ class Units:
         done = {c.data.tags[UNIT_TAG]: c for c in children
                 if c.info.status == "FINISHED" and UNIT_TAG in c.data.tags}
         for key in [self.key(row, seed) for row, seed in self.units] if self.adopt else ():
-            found = [] if key in done else tracking.client().search_runs(
-                [self.run.experiment_id], filter_string=f"tags.`{UNIT_TAG}` = '{key}' and "
-                                                        "attributes.status = 'FINISHED'",
-                order_by=["attributes.start_time DESC"], max_results=1)
+            found = [] if key in done else tracking.search_runs(
+                self.run.experiment_id, f"tags.`{UNIT_TAG}` = '{key}' and "
+                                        "attributes.status = 'FINISHED'", newest=1)
             done.update({key: found[0]} if found else {})
         return done
 
@@ -174,16 +108,15 @@ class Units:
     def open_unit(self, row: str, seed: int, tags: dict | None = None) -> str:
         """A child run of the parent for (row, seed) (written from this process, with the
         client: no active run needed); its params are the row's config. Returns its id."""
-        name = f"row{row}-seed{seed}"
-        tags = {**self.unit_tags(row, seed), tracking.PARENT_TAG: self.run.parent_run_id,
-                **tracking.process_tags(), **(tags or {})}
-        run = tracking.client().create_run(self.run.experiment_id, run_name=name, tags=tags)
-        self.log_params(row, seed, run.info.run_id)
-        return run.info.run_id
+        run_id = tracking.create_child_run(self.run.parent_run_id, self.run.experiment_id,
+                                           f"row{row}-seed{seed}",
+                                           {**self.unit_tags(row, seed), **(tags or {})})
+        self.log_params(row, seed, run_id)
+        return run_id
 
     def unit_tags(self, row: str, seed: int) -> dict[str, str]:
         return {UNIT_TAG: self.key(row, seed), ROW_TAG: row, SEED_TAG: str(seed),
-                TABLE_TAG: self.table.id, "vaplan.ablation.method": tables.get_row(row).name}
+                TABLE_TAG: self.table.id, METHOD_TAG: tables.get_row(row).name}
 
     def log_params(self, row: str, seed: int, run_id: str | None = None) -> None:
         row_cfg = tables.row_config(self.cfg, row, seed)
@@ -279,7 +212,7 @@ def run_ablation(cfg: ExperimentConfig, rows: tuple[str, ...], seeds: tuple[int,
             TABLE_TAG: spec.id}
     name = (f"ablation {preset or 'custom'} table={spec.id} rows={','.join(rows)} "
             f"seeds={','.join(map(str, seeds))}")
-    with tracking.stop_on_signals(), \
+    with stop_on_signals(), \
             tracking.start_run(experiment_id, run_name=name, tags=tags, run_id=parent_id) as parent:
         run = AblationRun(uri, experiment_id, parent.info.run_id,
                           tables.summarize([], seeds, spec), "")
@@ -315,10 +248,7 @@ def _train_in_turn(ablation: Units, todo: list[tuple[str, int]]) -> None:
 
 def _find_parent(experiment_id: str, key: str) -> str | None:
     """The newest parent run with this key (any status: a crashed or killed one resumes)."""
-    found = tracking.client().search_runs([experiment_id],
-                                          filter_string=f"tags.`{KEY_TAG}` = '{key}'",
-                                          order_by=["attributes.start_time DESC"],
-                                          max_results=1)
+    found = tracking.search_runs(experiment_id, f"tags.`{KEY_TAG}` = '{key}'", newest=1)
     return found[0].info.run_id if found else None
 
 
@@ -337,7 +267,7 @@ def _train_unit(ablation: Units, row: str, seed: int) -> str:
             tempfile.TemporaryDirectory(prefix="vaplan-ablation-") as tmp:
         ablation.log_params(row, seed)
         stage_one = None
-        if tables.get_row(row).pld:
+        if tables.get_row(row).needs is not None:  # PLD's stage one, MA's video-label model
             stage_one = _stage_one(ablation, row, seed, Path(tmp))
         result = tables.train_row(cfg, dataset, ablation.labels(), row, seed,
                                   stage_one=stage_one, on_epoch=_epoch_logger(),
@@ -382,19 +312,11 @@ def _log_runs_table(run: AblationRun, finished, done, wanted) -> None:
     if any(item.path == artifact for item in existing):
         return
     key_of = {value: key for key, value in wanted.items()}
-    records = {"row": [], "seed": [], "run_id": []}
-    for row, seed, metrics in finished:
-        records["row"].append(row)
-        records["seed"].append(seed)
-        records["run_id"].append(done[key_of[(row, seed)]].info.run_id)
-        for key in SCORE_KEYS:
-            records.setdefault(f"test/{key}", []).append(metrics[f"test/{key}"])
+    records = runs_records(finished, [done[key_of[(row, seed)]].info.run_id
+                                      for row, seed, _ in finished])
     with warnings.catch_warnings():  # pandas' object-dtype deprecation inside MLflow
         warnings.simplefilter("ignore", DeprecationWarning)
         mlflow.log_table(records, artifact, run_id=run.parent_run_id)
-
-
-RUN_COLUMNS = ("run_id", "status", "start_time", "end_time")
 
 
 def export_runs(out: str | Path, tracking_uri: str | None = None,
@@ -408,18 +330,6 @@ def export_runs(out: str | Path, tracking_uri: str | None = None,
         raise UserError(f"--export: no experiment {experiment!r} in {uri}; "
                         "run `vaplan ablation` first")
     frame = mlflow.search_runs([found.experiment_id], max_results=50000)
-    unit_col = f"tags.{UNIT_TAG}"
-    frame = frame[frame[unit_col].notna()] if unit_col in frame else frame.iloc[0:0]
-    frame = frame.dropna(axis=1, how="all")  # the parents' own params and metrics
-    tags = {f"tags.{tracking.PARENT_TAG}": "parent_run_id", f"tags.{TABLE_TAG}": "table",
-            f"tags.{ROW_TAG}": "row", f"tags.{SEED_TAG}": "seed",
-            "tags.vaplan.ablation.method": "method", unit_col: "unit_key"}
-    params = sorted(c for c in frame.columns if c.startswith("params."))
-    metrics = sorted(c for c in frame.columns if c.startswith("metrics."))
-    frame = frame.reindex(columns=[*RUN_COLUMNS, *tags, *params, *metrics])
-    frame = frame.rename(columns={**tags, **{c: c.split(".", 1)[1] for c in params + metrics}})
-    frame = frame.sort_values(["table", "row", "seed", "start_time"], kind="stable")
-    text = io.StringIO()
-    frame.to_csv(text, index=False, quoting=csv.QUOTE_MINIMAL)
-    atomic_write(Path(out), text.getvalue())
-    return len(frame)
+    text, count = units_csv(frame, tracking.PARENT_TAG)
+    atomic_write(Path(out), text)
+    return count

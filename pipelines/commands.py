@@ -1,9 +1,5 @@
-"""Plain functions behind `vaplan pull` and `vaplan evaluate` (`vaplan run` is
-`pipelines.pipeline.run_and_check`).
-
-    pull("vaplan-han", "out/", alias="champion")       -> out/ with checkpoint, labels, config
-    evaluate_registered("models:/vaplan-han@champion")  -> the ten test numbers (percent)
-"""
+"""Plain functions behind `vaplan pull` and `vaplan evaluate` (docs/pipelines.md "Downstream
+use"); `vaplan run` is `pipelines.pipeline.run_and_check`."""
 
 from __future__ import annotations
 
@@ -25,6 +21,7 @@ from vaplan.data.types import Dataset
 from vaplan.io import read_json, write_json
 from vaplan.metrics import avvp_scores
 from vaplan.serving import UnverifiedModelWarning, events_from_frame, model_input
+from vaplan.store_uri import parse_model_uri
 
 PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 PULLED_FILES = {"checkpoint": "checkpoint.pt", "labels": "labels.parquet",
@@ -127,8 +124,8 @@ def evaluate_registered(model_uri: str, split: str = "test", tracking_uri: str |
     integrity.json before the weights are loaded (IntegrityError on a mismatch).
     `dataset` skips rebuilding it (it must be the recorded one; its digest is checked).
     """
-    tracking.open_existing_store(tracking_uri, *registry.parse_model_uri(model_uri))
-    name, alias, version = registry.parse_model_uri(model_uri)
+    tracking.open_existing_store(tracking_uri, *parse_model_uri(model_uri))
+    name, alias, version = parse_model_uri(model_uri)
     found = registry.resolve_version(name, alias=alias, version=version)
     with tempfile.TemporaryDirectory(prefix="vaplan-evaluate-") as tmp:
         local, _ = _download_verified(name, found, Path(tmp))  # before the weights are read

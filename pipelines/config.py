@@ -22,7 +22,9 @@ class PipelineConfig(Checked):
     overrides:       the "section.option=value" strings applied to it (for the run's name)
     experiment_name: MLflow experiment that holds the parent run and its child runs
     tracking_uri:    None = MLFLOW_TRACKING_URI or the embedded SQLite store under ./mlruns
-    model_name:      registered model that receives a new version per run
+    model_name:      registered model that receives a new version per run; None (the
+                     default) = one per backbone, `default_model_name(train.model.name)`:
+                     vaplan-han, vaplan-mgn, vaplan-mm-pyramid (docs/backbones.md)
     promote_metric:  the run metric the promotion gate compares (higher is better)
     work_dir:        local folder for step outputs; "" = a temporary folder per run
     run_name:        name of the parent run ("" = "<preset> <overrides> <run id[:4]>")
@@ -44,7 +46,7 @@ class PipelineConfig(Checked):
     overrides: tuple[str, ...] = ()
     experiment_name: str = option("vaplan", NAME)
     tracking_uri: str | None = None
-    model_name: str = option("vaplan-han", NAME)
+    model_name: str | None = option(None, NAME)  # None: default_model_name(the backbone)
     promote_metric: str = option("val/seg_type", one_of(PROMOTE_METRICS))
     work_dir: str = ""
     run_name: str = ""
@@ -54,8 +56,17 @@ class PipelineConfig(Checked):
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.model_name is None:
+            object.__setattr__(self, "model_name",
+                               default_model_name(self.experiment.train.model.name))
         super().__post_init__()
         validate_experiment(self.experiment)
+
+
+def default_model_name(backbone: str) -> str:
+    """The registered model of a backbone's versions: "han" -> "vaplan-han", "mm_pyramid" ->
+    "vaplan-mm-pyramid" (one registered model per backbone, each with its own champion)."""
+    return f"vaplan-{backbone.replace('_', '-')}"
 
 
 def pipeline_config_from_preset(preset: str, overrides: list[str] | tuple[str, ...] = (),

@@ -1,11 +1,5 @@
-"""`run(cfg)`: the tracked VAPLAN pipeline, one parent run with a nested child run per step;
-`run_and_check(cfg)` (behind `vaplan run`): that, then the champion pulled back and re-evaluated.
-
-labels (PLG) -> train -> denoise (PLD) -> retrain -> evaluate -> register/promote. The parent
-run carries the whole flattened config, the dataset and its digest, the label sets as dataset
-inputs, the pseudo-label quality before/after PLD, the ten val/test scores and the registry
-decision, so runs compare side by side in the MLflow UI.
-"""
+"""`run(cfg)`: the tracked pipeline, one parent run with a child run per step; `run_and_check`
+(behind `vaplan run`) also pulls the champion back and re-evaluates it (docs/pipelines.md)."""
 
 from __future__ import annotations
 
@@ -31,6 +25,8 @@ from vaplan.data.types import Dataset
 from vaplan.io import read_json, write_json
 from vaplan.metrics import SCORE_KEYS
 from vaplan.report import flat_scores, results_markdown, run_description
+from vaplan.runs import short_name, stop_on_signals
+from vaplan.store_uri import ui_links
 
 AfterStep = Callable[[str, StepResult], None]
 
@@ -73,10 +69,10 @@ def run(cfg: PipelineConfig, after_step: AfterStep | None = None,
 
     A step that raises (or an `after_step` that raises) fails its child run and the parent
     run; running again reuses every step that had finished. SIGTERM/SIGINT end the open runs
-    KILLED at once (`tracking.Terminated`, exit 128 + signal); runs a dead pipeline of this
+    KILLED at once (`vaplan.runs.Terminated`, exit 128 + signal); runs a dead pipeline of this
     host left RUNNING are marked KILLED when the store is prepared.
     """
-    with tracking.stop_on_signals():
+    with stop_on_signals():
         return _run(cfg, after_step, dataset)
 
 
@@ -95,7 +91,7 @@ def _run(cfg: PipelineConfig, after_step: AfterStep | None,
     with tracking.start_run(experiment_id, run_name=cfg.run_name or cfg.preset or None,
                             tags=tags) as parent:
         result = PipelineResult(uri, experiment_id, parent.info.run_id)
-        result.run_name = cfg.run_name or tracking.short_name(
+        result.run_name = cfg.run_name or short_name(
             cfg.preset or "custom", *cfg.overrides, run_id=result.parent_run_id)
         tracking.client().update_run(result.parent_run_id, name=result.run_name)
         tracking.log_flat_params(_parent_params(cfg, dataset))
@@ -129,7 +125,8 @@ def _run_steps(cfg: PipelineConfig, ctx: StepContext, dataset: Dataset,
         ("train", lambda: steps.train(ctx, dataset, exp.train, result.steps["generate_labels"])),
         ("denoise", lambda: steps.denoise(ctx, dataset, exp.pld, exp.plg,
                                           result.steps["generate_labels"], result.steps["train"])),
-        ("retrain", lambda: steps.retrain(ctx, dataset, exp.train, result.steps["denoise"])),
+        ("retrain", lambda: steps.retrain(ctx, dataset, exp.train, result.steps["denoise"],
+                                          result.steps["generate_labels"])),
         ("evaluate", lambda: steps.evaluate(ctx, dataset, result.steps["retrain"],
                                             result.steps["generate_labels"],
                                             result.steps["denoise"], cfg.timeline_videos)),
@@ -203,7 +200,7 @@ def run_and_check(cfg, console=None) -> dict:
         _print_registration(console, cfg, result)
         summary["drift"] = _check_champion(console, cfg, dataset, result)
     console.print(f"done in {time.perf_counter() - started:.0f}s: run {result.run_name!r}")
-    print(tracking.ui_links(result.tracking_uri, result.experiment_id, result.parent_run_id))
+    print(ui_links(result.tracking_uri, result.experiment_id, result.parent_run_id))
     return summary
 
 

@@ -1,8 +1,4 @@
-"""Models-from-code entry point of `vaplan-han`: MLflow executes this file (never import it).
-
-`mlflow.pyfunc.log_model(python_model=<this file>)` copies it into the model and runs it on
-load; `set_model` hands MLflow the model object, so nothing is pickled.
-"""
+"""Models-from-code entry point of `vaplan-han`: MLflow executes this file (never import it)."""
 
 import mlflow
 

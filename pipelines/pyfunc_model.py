@@ -1,12 +1,5 @@
-"""The `vaplan-han` MLflow pyfunc model: checkpoint + denoised labels + config, no pt2 export.
-
-Artifacts (keys of `context.artifacts`): "checkpoint" (vaplan.train.save_checkpoint file),
-"labels" (the PLD pseudo-label Parquet table the model was trained on), "config" (JSON with the
-ExperimentConfig, the dataset digest and description), "integrity" (integrity.json: the sha256
-of the other three, checked by `load_context` before the weights are read). MLflow builds the
-model from `pipelines/pyfunc_entry.py` (models-from-code), so nothing is pickled. Its input and
-output frames and the integrity record are `vaplan.serving` (no MLflow there).
-"""
+"""The `vaplan-han` MLflow pyfunc: checkpoint + labels + config + integrity.json, built from
+`pipelines/pyfunc_entry.py` (nothing pickled); its frames: `vaplan.serving` (docs/pipelines.md)."""
 
 from __future__ import annotations
 

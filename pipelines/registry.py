@@ -1,19 +1,9 @@
-"""The `vaplan-han` registered model: logging the pyfunc, aliases and the promotion gate.
-
-MLflow 3 deprecates registry stages in favour of aliases (docs/pipelines.md maps them):
-every new version gets `candidate`; `champion` moves to it only on evidence: the champion and
-the candidate predict the same val videos, a paired bootstrap over those videos estimates the
-improvement of `promote_metric` (higher is better) with an interval at `registry.confidence`,
-and the candidate is promoted only when the interval's lower bound exceeds
-`registry.min_improvement` (non-finite scores never promote). The decision, the improvement and
-its interval are version tags; the version description spells them out with the reason. The
-rule itself (`decide` -> `PromotionDecision`) is `vaplan.gate`, pure.
-"""
+"""The `vaplan-han` registered model: logging the pyfunc, aliases, the promotion gate (its pure
+rule `decide` is `vaplan.gate`; aliases and the gate: docs/pipelines.md "Registry")."""
 
 from __future__ import annotations
 
 import math
-import re
 import sys
 import tempfile
 import warnings
@@ -28,7 +18,6 @@ import vaplan
 from pipelines import tracking
 from pipelines.pyfunc_model import model_signature
 from vaplan.config import RegistryConfig
-from vaplan.errors import ConfigError
 from vaplan.gate import PromotionDecision, decide  # noqa: F401 (the gate's rule: tests, callers)
 from vaplan.io import write_json
 from vaplan.serving import (INTEGRITY, INTEGRITY_FILE, integrity_record, verify_digests,
@@ -40,8 +29,8 @@ DIGEST_TAG = "vaplan.sha256."  # + "checkpoint" / "labels": the registry's own r
 DIGESTED = ("checkpoint", "labels")
 SCORE_TAG = "vaplan.score."  # + the promote metric: the gate's score of the version
 DATASET_TAG = "vaplan.dataset_digest"
+BACKBONE_TAG = "vaplan.backbone"  # the version's train.model.name (docs/backbones.md)
 RECORD = "registration.json"  # in the version's run: everything that is not one of its tags
-MODEL_URI = re.compile(r"^models:/(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
 class IncomparableChampion(Exception):
@@ -178,15 +167,6 @@ def apply_promotion_gate(name: str, version: str | int, candidate: np.ndarray,
     description = decision.description() + (f"\n\n{notes}" if notes else "")
     client.update_model_version(name, version, description=description)
     return decision
-
-
-def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
-    """`models:/name@alias` or `models:/name/3` -> (name, alias, version)."""
-    match = MODEL_URI.match(uri)
-    if match is None:
-        raise ConfigError(f"model URI {uri!r} must look like models:/<name>@<alias> or "
-                          f"models:/<name>/<version>")
-    return match["name"], match["alias"], match["version"]
 
 
 def resolve_version(name: str, alias: str | None = CHAMPION,

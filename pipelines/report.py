@@ -1,13 +1,5 @@
-"""A report per registered version: one self-contained HTML file (`report/report.html`).
-
-The register step writes it (an artifact of the run that registered the version, linked from
-its description); `vaplan report MODEL_URI` copies it out, or rebuilds it from the stored
-artifacts for older versions. This module gathers what the page shows from the store; the
-page itself is `vaplan.report.render`. Nothing is recomputed: label quality before/after PLD (step
-metrics) and the labels used (`labels/choice.json`), the ten test/val numbers, Figs. 3a/3b (the
-steps' PNGs, base64), the gate's decision (`registration.json`), and the config diff to the
-champion it was compared with (`config.json` of both versions' runs).
-"""
+"""A report per registered version (`report/report.html`, docs/pipelines.md "Report"): what the
+page shows, gathered from the store; the page itself is `vaplan.report.render`."""
 
 from __future__ import annotations
 
@@ -24,6 +16,7 @@ from pipelines.reuse import OUTPUTS_TAG, STEP_TAG
 from vaplan.errors import StoreNotFoundError, UserError
 from vaplan.io import atomic_write, read_json
 from vaplan.report import render
+from vaplan.store_uri import ML_QUERY, parse_model_uri
 
 REPORT_FILE, CONFIG, SCORES = "report/report.html", "config.json", "scores.json"
 ORIGIN_STEP = "Written by the register step."
@@ -83,8 +76,7 @@ def build_report(registration: dict, config: dict, parent_run_id: str, experimen
 
 def ui_link(experiment_id: str, run_id: str) -> str:
     """The report in the MLflow UI's artifact viewer (relative: works on any server)."""
-    return (f"#/experiments/{experiment_id}/runs/{run_id}/artifacts/{REPORT_FILE}"
-            f"?workflowType=machine_learning")
+    return f"#/experiments/{experiment_id}/runs/{run_id}/artifacts/{REPORT_FILE}?{ML_QUERY}"
 
 
 def write_version_report(out: Path, parent_run_id: str, experiment_id: str) -> Path:
@@ -110,7 +102,7 @@ def open_report(model_uri: str, out: Path | None = None,
     """Write the report of a registered version to `out` (default
     ./vaplan-report-<name>-v<version>.html); returns (path, "stored" or "rebuilt")."""
     try:
-        name, alias, version = registry.parse_model_uri(model_uri)
+        name, alias, version = parse_model_uri(model_uri)
     except ValueError as err:
         raise UserError(f"{err} (see vaplan report --help)") from None
     tracking.open_existing_store(tracking_uri, name, alias, version)

@@ -1,15 +1,5 @@
-"""Step execution with reuse: each step is a child run whose outputs are keyed by a hash.
-
-key = `vaplan.reuse.step_key` (step name, format, config, input digests). A step whose key
-matches an earlier FINISHED run reuses that run's output files (downloaded from its
-artifacts, checked against its manifest) instead of recomputing, so a re-run after a crash continues where it
-stopped. The reusing child run is still created (the parent always shows every step); it is
-tagged `vaplan.reused_from` and replays the recorded metrics, so runs compare alike in the UI.
-
-A step's `compute(out_dir, log)` writes files into out_dir and logs metrics through `log`
-(recorded to metrics.json for replay); the framework then logs out_dir as the run's artifacts
-and writes manifest.json (file digests) last.
-"""
+"""Steps as child runs with reuse: a step whose key (`vaplan.reuse.step_key`) matches an earlier
+FINISHED run reuses its verified outputs and replays its metrics (docs/pipelines.md "Reuse")."""
 
 from __future__ import annotations
 
@@ -51,10 +41,8 @@ Compute = Callable[[Path, StepLog], None]
 
 def find_reusable(experiment_id: str, key: str) -> str | None:
     """The run id holding the outputs of an earlier FINISHED run with this key, if any."""
-    runs = tracking.client().search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{KEY_TAG}` = '{key}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"], max_results=20)
+    runs = tracking.search_runs(experiment_id, f"tags.`{KEY_TAG}` = '{key}' and "
+                                               "attributes.status = 'FINISHED'", newest=20)
     for run in runs:
         source = run.data.tags.get(OUTPUTS_TAG)
         if source:
@@ -91,16 +79,18 @@ def section_params(*configs: Any) -> dict[str, Any]:
 def run_step(ctx: StepContext, name: str, config: Any, inputs: Mapping[str, str],
              compute: Compute, params: Mapping[str, Any] | None = None,
              on_start: Callable[[], None] | None = None,
-             check_reuse: Callable[[Path], bool] | None = None) -> StepResult:
+             check_reuse: Callable[[Path], bool] | None = None,
+             same_as: str | None = None) -> StepResult:
     """Run (or reuse) one step as a child run of ctx.parent_run_id.
 
     `config` (with `inputs`) makes the reuse key; `params` are what the run logs (default:
     `config`'s own section, e.g. `train.*`), so an option has one name in every run. The input
     digests are tags `vaplan.input.<name>`. on_start runs inside the child run either way (e.g.
     to log dataset inputs); check_reuse can veto reusing fetched outputs (e.g. a registered
-    version that was deleted since).
+    version that was deleted since); `same_as` names a step whose computation this one is
+    (its key is that step's, so that step's outputs are reused: retrain on PLG's labels).
     """
-    key = step_key(name, config, inputs)
+    key = step_key(same_as or name, config, inputs)  # same_as: the step it would repeat
     out_dir = ctx.work_dir / f"{name}-{key[:12]}"
     source = find_reusable(ctx.experiment_id, key) if ctx.reuse else None
     tags = {KEY_TAG: key, STEP_TAG: name, **{f"{INPUT_TAG}{k}": v for k, v in inputs.items()}}

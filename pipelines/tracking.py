@@ -1,25 +1,8 @@
-"""The one place that wires MLflow: store URI, experiment, parent/child runs, params, metrics.
+"""The one place that wires MLflow: store, experiment, parent/child runs, params, metrics.
 
-Nothing happens at import time. A process calls `prepare_store` once (the pipeline driver, or a
-Ray Tune driver BEFORE any trial starts: many processes creating a fresh SQLite database at once
-race on the schema), then runs with `start_run` / `start_child_run`. Trials in other processes
-call `use_tracking_uri(uri)` and `start_child_run(parent_run_id, experiment_id, ...)`.
-
-The embedded default store is `sqlite:///<cwd>/mlruns/mlflow.db` with artifacts under
-`<cwd>/mlruns/artifacts`; `MLFLOW_TRACKING_URI` or an explicit URI (e.g. an `http://` server)
-switches. Concurrent SQLite writers wait for each other: MLflow 3.17 opens every SQLite
-session with `PRAGMA busy_timeout = 20000` (20 s), and only the driver process writes (sweep
-trials are logged from the Ray driver), so no retry wrapper is needed.
-
-Stores that survive real use:
-- `prepare_store` holds a file lock next to a SQLite database (`mlflow.db.lock`) while it
-  creates or migrates the schema and the experiment, so processes starting together on a fresh
-  store do not race; read-only commands use `open_existing_store`, which never creates one.
-- Every run records the host, pid and process start time that own it (`vaplan.host`,
-  `vaplan.pid`, `vaplan.pid_started`); `prepare_store` marks RUNNING runs of this host whose
-  process is gone KILLED (`mark_dead_runs`). Runs of other hosts are left alone.
-- `stop_on_signals` turns SIGTERM (and SIGINT) into an exception, and the run context
-  managers end runs KILLED on it (and on KeyboardInterrupt) instead of FAILED.
+Nothing happens at import time; a driver calls `prepare_store` once before any worker logs.
+URIs, UI links, run owners and signals are `vaplan.store_uri` / `vaplan.runs` (no MLflow);
+the store's guarantees (lock, dead runs, KILLED on signals): docs/pipelines.md "Stores".
 """
 
 from __future__ import annotations
@@ -27,13 +10,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
-import signal
 import socket
-import threading
-from pathlib import Path
 from typing import Any, Iterator, Mapping
-from urllib.parse import unquote, urlparse
 
 import mlflow
 from mlflow import MlflowClient
@@ -41,71 +19,20 @@ from mlflow.entities import RunTag
 
 from vaplan.config import flatten
 from vaplan.errors import StoreNotFoundError, TrackingAuthError
+from vaplan.runs import HOST_TAG, KILLED_TAG, Terminated, owner_gone, process_tags
+from vaplan.store_uri import (CREDENTIALS, WHERE_TO_POINT, auth_message, experiment_location,
+                              is_server, local_store_missing, resolve_tracking_uri, sqlite_path,
+                              uri_source)
 
 DEFAULT_EXPERIMENT = "vaplan"
-STORE_DIR = "mlruns"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 PARENT_TAG = "mlflow.parentRunId"
-HOST_TAG, PID_TAG, PID_STARTED_TAG = "vaplan.host", "vaplan.pid", "vaplan.pid_started"
-KILLED_TAG = "vaplan.killed"  # why a run was set KILLED (dead process, signal)
 LOCK_TIMEOUT = 600.0  # seconds to wait for another process creating/migrating the store
-WHERE_TO_POINT = "pass --tracking-uri URI or set MLFLOW_TRACKING_URI to the store to use"
 NOTE_TAG = "mlflow.note.content"  # a run's description in the UI
-# MLflow 3.17's UI opens an experiment in GenAI mode (no Models entry, runs as "Evaluations")
-# unless its kind says otherwise or the URL carries workflowType=machine_learning.
+# the UI opens an experiment of this kind in machine-learning mode, not GenAI (docs/pipelines.md)
 EXPERIMENT_KIND_TAG, MACHINE_LEARNING_KIND = "mlflow.experimentKind", "custom_model_development"
-ML_QUERY = "workflowType=machine_learning"
-LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
-# A server with MLflow's basic-auth app (docs/deploy.md, "Accounts"): MLflow reads the account
-# from these variables on every request; the registering step switches to the promoter's.
-CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 PROMOTER = ("VAPLAN_PROMOTER_USERNAME", "VAPLAN_PROMOTER_PASSWORD")
 AUTH_STATUS = {"UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403}  # MLflow error code -> HTTP
-
-
-def default_tracking_uri(cwd: str | Path | None = None) -> str:
-    """`sqlite:///<cwd>/mlruns/mlflow.db` (absolute, so it works from any directory later)."""
-    root = Path(cwd or Path.cwd()).resolve() / STORE_DIR
-    return f"sqlite:///{root / 'mlflow.db'}"
-
-
-def resolve_tracking_uri(uri: str | None = None, cwd: str | Path | None = None) -> str:
-    """The URI to use: explicit argument > MLFLOW_TRACKING_URI > the embedded SQLite default.
-
-    A relative SQLite path (MLflow's own default is `sqlite:///mlflow.db`) is made absolute
-    against the cwd, so workers started elsewhere find the same file."""
-    resolved = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(cwd)
-    db = sqlite_path(resolved)
-    if db is not None and not db.is_absolute():
-        query = resolved.partition("?")[1] + resolved.partition("?")[2]
-        resolved = f"sqlite:///{Path(cwd or Path.cwd()).resolve() / db}{query}"
-    return resolved
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a `sqlite:///` URI (relative ones against the cwd, as MLflow reads
-    them; any `?query` dropped), None for other stores."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    return Path(unquote(uri[len("sqlite:///"):].split("?", 1)[0]))
-
-
-def file_store_path(uri: str) -> Path | None:
-    """The folder of a file store (`file:///x/mlruns` or a plain path), None for others."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        return Path(unquote(parsed.path))
-    if uri.startswith("databricks"):
-        return None
-    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
-        return Path(uri)
-    return None
-
-
-def default_artifact_root(uri: str) -> Path | None:
-    """`<dir of mlflow.db>/artifacts` for a SQLite store; None where a server owns artifacts."""
-    db = sqlite_path(uri)
-    return None if db is None else db.parent / "artifacts"
 
 
 def use_tracking_uri(uri: str | None = None) -> str:
@@ -139,20 +66,16 @@ def open_existing_store(uri: str | None = None, model: str | None = None,
     alias/version must exist too (StoreNotFoundError naming what does exist).
     """
     resolved = resolve_tracking_uri(uri)
-    where = "--tracking-uri" if uri else ("MLFLOW_TRACKING_URI" if
-                                          os.environ.get("MLFLOW_TRACKING_URI") else "default")
-    local = sqlite_path(resolved) or file_store_path(resolved)
-    if local is not None and not _store_exists(local, sqlite_path(resolved) is not None):
-        raise StoreNotFoundError(f"no MLflow store at {local.resolve()} ({where}: {resolved}); "
-                                 f"{WHERE_TO_POINT}")
+    missing = local_store_missing(resolved)
+    if missing is not None:
+        raise StoreNotFoundError(f"no MLflow store at {missing.resolve()} ({uri_source(uri)}: "
+                                 f"{resolved}); {WHERE_TO_POINT}")
     _point_mlflow(resolved)
     if model is not None:
         with auth_errors(resolved):
             _require_model(resolved, model, alias, version)
     return resolved
 
-
-# ---------------------------------------------------------------- authenticated servers
 
 @contextlib.contextmanager
 def auth_errors(uri: str | None = None) -> Iterator[None]:
@@ -165,28 +88,9 @@ def auth_errors(uri: str | None = None) -> Iterator[None]:
         yield
     except MlflowException as err:
         status, server = AUTH_STATUS.get(err.error_code), uri or mlflow.get_tracking_uri()
-        if status is None or not server.startswith(("http://", "https://")):
+        if status is None or not is_server(server):
             raise
         raise TrackingAuthError(auth_message(status, server, str(err))) from err
-
-
-def auth_message(status: int, uri: str, detail: str = "") -> str:
-    """The one line for a 401/403 of the server at `uri` (credentials in the URI hidden)."""
-    parsed = urlparse(uri)
-    server = uri if parsed.password is None else uri.replace(parsed.netloc,
-                                                             parsed.netloc.rpartition("@")[2])
-    user = os.environ.get(CREDENTIALS[0])
-    account = f"account {user!r}" if user else f"no account ({CREDENTIALS[0]} is not set)"
-    if status == 401:
-        return (f"the MLflow server {server} refused the credentials of {account} (401): set "
-                f"{CREDENTIALS[0]} and {CREDENTIALS[1]} to a valid account (docs/deploy.md)")
-    if "Invalid Host header" in detail:  # the server's --allowed-hosts, not an account
-        return (f"the MLflow server {server} refused this host name (403): add it to the "
-                f"server's --allowed-hosts (MLFLOW_EXTRA_ALLOWED_HOSTS, docs/deploy.md)")
-    endpoint = re.search(r"endpoint (\S+)", detail)
-    request = f" for {endpoint[1]}" if endpoint else ""
-    return (f"the MLflow server {server} denied {account} permission{request} (403): the "
-            f"account lacks that permission (accounts table in docs/deploy.md)")
 
 
 @contextlib.contextmanager
@@ -216,12 +120,6 @@ def promoter_credentials() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def _store_exists(path: Path, is_sqlite: bool) -> bool:
-    if is_sqlite:
-        return path.is_file() and path.stat().st_size > 0
-    return path.is_dir()
 
 
 def _require_model(uri: str, model: str, alias: str | None, version: int | str | None) -> None:
@@ -256,14 +154,6 @@ def _quote(text: str) -> str:
 def client() -> MlflowClient:
     """A client for the current tracking (and registry) URI."""
     return MlflowClient()
-
-
-def _experiment_location(uri: str, name: str) -> str | None:
-    root = default_artifact_root(uri)
-    if root is None:
-        return None  # the server decides (--artifacts-destination / --default-artifact-root)
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "experiment"
-    return (root / slug).resolve().as_uri()
 
 
 def store_lock(uri: str):
@@ -310,7 +200,7 @@ def _ensure_experiment(resolved: str, experiment: str) -> str:
         return found.experiment_id
     try:
         return mlflow_client.create_experiment(
-            experiment, artifact_location=_experiment_location(resolved, experiment),
+            experiment, artifact_location=experiment_location(resolved, experiment),
             tags={EXPERIMENT_KIND_TAG: MACHINE_LEARNING_KIND})
     except Exception:  # another process (e.g. on a server store) created it meanwhile
         found = mlflow_client.get_experiment_by_name(experiment)
@@ -319,114 +209,29 @@ def _ensure_experiment(resolved: str, experiment: str) -> str:
         return found.experiment_id
 
 
-# ---------------------------------------------------------------- runs of dead processes
-
-def _process_started(pid: int) -> float | None:
-    import psutil
-
-    try:
-        return psutil.Process(pid).create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return None
-
-
-def process_tags() -> dict[str, str]:
-    """Who owns a run: this host, pid and process start time (epoch seconds)."""
-    started = _process_started(os.getpid())
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
-            PID_STARTED_TAG: f"{started:.2f}" if started is not None else ""}
-
-
-def process_alive(pid: int, started: float | None = None,
-                  run_started: float | None = None) -> bool:
-    """True when process `pid` of this host runs and is the one that owned the run: its start
-    time equals `started` (when recorded), else it began before the run (`run_started`, epoch
-    seconds). A zombie counts as dead; a process we may not inspect counts as alive."""
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        created = proc.create_time()
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:
-        return True
-    if started is not None:
-        return abs(created - started) < 1.0  # else the pid was reused
-    return run_started is None or created <= run_started + 1.0
-
-
 def mark_dead_runs(experiment_id: str) -> list[str]:
     """Set KILLED every RUNNING run of `experiment_id` owned by a process of this host that is
     gone (SIGKILL, OOM, power loss); returns their ids. Runs of other hosts are left alone
     (their processes cannot be checked from here)."""
-    host = socket.gethostname()
-    mlflow_client = client()
-    runs = mlflow_client.search_runs([experiment_id],
-                                     filter_string=f"attributes.status = 'RUNNING' and "
-                                                   f"tags.`{HOST_TAG}` = '{_quote(host)}'",
-                                     max_results=1000)
     killed = []
-    for run in runs:
-        tags = run.data.tags
-        try:
-            pid = int(tags.get(PID_TAG, ""))
-        except ValueError:
-            continue
-        started = float(tags[PID_STARTED_TAG]) if tags.get(PID_STARTED_TAG) else None
-        if process_alive(pid, started, run.info.start_time / 1000.0):
-            continue
-        set_tags({KILLED_TAG: f"process {pid} on {host} is gone"}, run_id=run.info.run_id)
-        mlflow_client.set_terminated(run.info.run_id, "KILLED")
-        killed.append(run.info.run_id)
+    for run in search_runs(experiment_id, f"attributes.status = 'RUNNING' and "
+                                          f"tags.`{HOST_TAG}` = '{_quote(socket.gethostname())}'"):
+        why = owner_gone(run.data.tags, run.info.start_time / 1000.0)
+        if why is not None:
+            set_tags({KILLED_TAG: why}, run_id=run.info.run_id)
+            client().set_terminated(run.info.run_id, "KILLED")
+            killed.append(run.info.run_id)
     return killed
 
 
-# ---------------------------------------------------------------- signals
-
-class Terminated(SystemExit):
-    """Raised by `stop_on_signals` on SIGTERM/SIGINT; exits 128 + signal number. The run
-    context managers end their runs KILLED on it."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(128 + signum)
-        self.signum = signum
-
-    def __str__(self) -> str:
-        return f"stopped by {signal.Signals(self.signum).name}"
-
-
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[None]:
-    """Within the block SIGTERM and SIGINT raise `Terminated` (open runs end KILLED at once).
-
-    Only handlers left at Python's defaults are replaced (a Ray worker's or Tune's own
-    handlers are kept), only in the main thread; a second signal while the runs are being
-    closed is ignored. The previous handlers are restored afterwards.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    fired: list[int] = []
-
-    def handle(signum, frame):
-        if fired:
-            return  # already stopping: let the runs be closed
-        fired.append(signum)
-        raise Terminated(signum)
-
-    defaults = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
-    previous = {}
-    for signum, default in defaults.items():
-        if signal.getsignal(signum) is default:
-            previous[signum] = signal.signal(signum, handle)
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+def search_runs(experiment_id: str, filter_string: str, newest: int | None = None) -> list:
+    """Runs of `experiment_id` matching `filter_string` (MLflow's search syntax): the `newest`
+    ones by start time, else all (up to 5000, oldest first)."""
+    if newest is not None:
+        return client().search_runs([experiment_id], filter_string=filter_string,
+                                    order_by=["attributes.start_time DESC"], max_results=newest)
+    return client().search_runs([experiment_id], filter_string=filter_string,
+                                order_by=["attributes.start_time ASC"], max_results=5000)
 
 
 @contextlib.contextmanager
@@ -462,6 +267,20 @@ def start_child_run(parent_run_id: str, experiment_id: str, run_name: str | None
                            tags={**dict(tags or {}), **process_tags()})
     with _finish(run):
         yield run
+
+
+def create_child_run(parent_run_id: str, experiment_id: str, run_name: str,
+                     tags: Mapping[str, str]) -> str:
+    """A RUNNING child run written with the client (no active run: a Tune callback in the
+    driver); returns its id. End it with `end_run`."""
+    tags = {**tags, PARENT_TAG: parent_run_id, **process_tags()}
+    return client().create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+
+
+def end_run(run_id: str, status: str, tags: Mapping[str, Any] | None = None) -> None:
+    """End a run written with the client as `status`, with `tags` (e.g. the error) first."""
+    set_tags(tags or {}, run_id=run_id)
+    client().set_terminated(run_id, status)
 
 
 @contextlib.contextmanager
@@ -514,49 +333,9 @@ def _active_run_id() -> str:
 
 def child_runs(parent_run_id: str, experiment_id: str) -> list:
     """Runs tagged with `parent_run_id`, oldest first."""
-    return client().search_runs([experiment_id],
-                                filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
-                                order_by=["attributes.start_time ASC"], max_results=1000)
+    return search_runs(experiment_id, f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
 
 
 def set_description(markdown: str, run_id: str | None = None) -> None:
     """The run's description (markdown, shown on its page in the UI: `mlflow.note.content`)."""
     set_tags({NOTE_TAG: markdown}, run_id=run_id)
-
-
-def short_name(*parts: str, run_id: str, limit: int = 120) -> str:
-    """A readable run name: the non-empty parts and the run id's first 4 characters, e.g.
-    `sim-small train.lr=1e-3 3f2a` (long part lists are cut at `limit` characters)."""
-    text = " ".join(part for part in parts if part)
-    if len(text) > limit:
-        text = text[:limit - 3] + "..."
-    return f"{text} {run_id[:4]}".strip()
-
-
-def ui_command(uri: str) -> str:
-    """The command that serves this store's UI (`mlflow ui ...`); for a server, its URL."""
-    root = default_artifact_root(uri)
-    if uri.startswith(("http://", "https://")):
-        return uri
-    if root is None:
-        return f"mlflow ui --backend-store-uri {uri}"
-    return f"mlflow ui --backend-store-uri {uri} --default-artifact-root {root}"
-
-
-def ui_url(uri: str, experiment_id: str, run_id: str | None = None) -> str:
-    """The experiment's (or run's) page in machine-learning mode: MLflow 3.17 opens an
-    experiment as GenAI unless the URL says `workflowType=machine_learning` (or the experiment
-    carries `mlflow.experimentKind`, which `prepare_store` sets)."""
-    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
-    page = f"{base}/#/experiments/{experiment_id}"
-    return f"{page}/runs/{run_id}?{ML_QUERY}" if run_id else f"{page}?{ML_QUERY}"
-
-
-def ui_links(uri: str, experiment_id: str, run_id: str | None = None) -> str:
-    """What a command that wrote runs prints last: how to open the UI, the experiment and run."""
-    lines = [] if uri.startswith(("http://", "https://")) else \
-        [f"browse the runs: {ui_command(uri)}"]
-    lines.append(f"experiment: {ui_url(uri, experiment_id)}")
-    if run_id:
-        lines.append(f"run:        {ui_url(uri, experiment_id, run_id)}")
-    return "\n".join(lines)

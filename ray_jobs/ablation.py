@@ -1,14 +1,6 @@
-"""`vaplan ablation --ray`: an ablation's missing units (row × seed) as Ray Tune trials.
-
-One trial per unit (`tune.grid_search` over the units), in two waves: first the units that
-need no other model (and any stage-one unit a PLD row needs that no finished run holds), then
-the PLD rows (row 5), whose stage-one model (row 4, same seed) the driver loads from the
-finished run and hands to the trial. Workers only train and report (per-epoch curves, the
-unit's numbers, the checkpoint as a Tune checkpoint); `UnitRuns`, a callback in the driver,
-writes each unit as the MLflow child run the sequential runner would (pipelines.ablation.Units):
-workers never write to the store. Parent run, unit keys, resume and the table are
-pipelines.ablation's, so `--ray` and the default runner resume each other's runs.
-"""
+"""`vaplan ablation --ray`: an ablation's missing units (row × seed) as Ray Tune trials, in two
+waves (PLD rows after their stage one); `UnitRuns` writes each unit's run from the driver as
+`pipelines.ablation.Units` does, so both runners resume each other (docs/pipelines.md)."""
 
 from __future__ import annotations
 
@@ -28,6 +20,8 @@ from ray_jobs.sweep import ray_session
 from vaplan import ablation as tables
 from vaplan.config import ExperimentConfig, apply_overrides
 from vaplan.errors import ConfigError
+from vaplan.trial_groups import parse_gpus_per_trial
+from vaplan.sweeps import metrics_of
 
 UNIT = "unit/"  # prefixes the unit's numbers in the trial's last report (with its checkpoint)
 
@@ -39,18 +33,18 @@ class RayOptions:
     address: str | None = None  # None: RAY_ADDRESS or a local head, else a new local Ray
     num_cpus: int | None = None  # of a new local Ray
     cpus_per_trial: float = 1.0  # also the trial's torch threads
-    gpus_per_trial: float = 0.0  # > 0: train.device=cuda
+    gpus_per_trial: str | float = "auto"  # per wave: common.trial_resources; > 0: cuda
     storage_path: Path | None = None  # Tune's storage (checkpoints); None: a temporary folder
+    max_concurrent: int = 0  # what `auto` assumes runs at once (0: as many as CPUs allow)
 
 
 def trial_config(cfg: ExperimentConfig, opts: RayOptions) -> ExperimentConfig:
-    """The config every trial trains with: threads from --cpus-per-trial, cuda with GPUs."""
-    if not opts.cpus_per_trial > 0 or opts.gpus_per_trial < 0:
-        raise ConfigError(f"--cpus-per-trial must be > 0 and --gpus-per-trial >= 0, got "
-                          f"{opts.cpus_per_trial} and {opts.gpus_per_trial}")
-    device = "cuda" if opts.gpus_per_trial > 0 and cfg.train.device == "cpu" else cfg.train.device
-    return apply_overrides(cfg, [f"train.num_threads={max(1, int(opts.cpus_per_trial))}",
-                                 f"train.device={device}"])
+    """The config every trial trains with: threads from --cpus-per-trial (the GPUs, and so
+    train.device=cuda, are resolved per wave once Ray is up; a bad value is refused here)."""
+    if not opts.cpus_per_trial > 0:
+        raise ConfigError(f"--cpus-per-trial must be > 0, got {opts.cpus_per_trial}")
+    parse_gpus_per_trial(opts.gpus_per_trial)
+    return apply_overrides(cfg, [f"train.num_threads={max(1, int(opts.cpus_per_trial))}"])
 
 
 def run_ablation_ray(cfg: ExperimentConfig, rows, seeds, opts: RayOptions,
@@ -102,7 +96,7 @@ class UnitRuns(tune.Callback):
                                                             self.tags.get(f"{row}:{seed}"))
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        metrics = common.metrics_of(result)  # epoch/<name> per epoch, then unit/<name>
+        metrics = metrics_of(result)  # epoch/<name> per epoch, then unit/<name>
         unit = {k[len(UNIT):]: v for k, v in metrics.items() if k.startswith(UNIT)}
         tracking.log_scores(unit or metrics, step=None if unit else int(result["epoch"]),
                             run_id=self.runs[trial.trial_id])
@@ -112,19 +106,15 @@ class UnitRuns(tune.Callback):
         with trial.checkpoint.as_directory() as folder:
             tracking.client().log_artifact(run_id, str(Path(folder) / "han.pt"),
                                            Path(CHECKPOINT).parent.name)
-        tracking.client().set_terminated(run_id, "FINISHED")
+        tracking.end_run(run_id, "FINISHED")
         self.ablation.run.trained.append((row, seed))
         self.ablation.log(f"[ablation] row {row} seed {seed}: finished (run {run_id})")
         self.ablation.publish()
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         run_id, (row, seed) = self.runs.pop(trial.trial_id), _unit(trial)
-        try:  # the exception: the last line of the trial's error.txt
-            error = Path(trial.error_file).read_text().strip().splitlines()[-1][:500]
-        except (OSError, TypeError, IndexError):
-            error = "error"
-        tracking.set_tags({"vaplan.error": error}, run_id=run_id)
-        tracking.client().set_terminated(run_id, "FAILED")
+        error = common.trial_error(trial)[:500]
+        tracking.end_run(run_id, "FAILED", {"vaplan.error": error})
         self.failed.append(f"row {row} seed {seed} ({error})")
         self.ablation.log(f"[ablation] row {row} seed {seed}: FAILED: {error}")
 
@@ -134,8 +124,7 @@ class UnitRuns(tune.Callback):
     def close(self, status: str) -> None:
         """Runs still open (a stop cut their trials short) end with `status`."""
         for run_id in self.runs.values():
-            tracking.set_tags({"vaplan.interrupted": "true"}, run_id=run_id)
-            tracking.client().set_terminated(run_id, status)
+            tracking.end_run(run_id, status, {"vaplan.interrupted": "true"})
         self.runs.clear()
 
 
@@ -193,12 +182,13 @@ def _fit(ablation: Units, units: list[tuple[str, int]], opts: RayOptions, stage_
                  + ", ".join(f"row {row} seed {seed}" for row, seed in units))
     extras = {f"{row}:{seed}": {"row": row, "seed": seed, "unit": ablation.key(row, seed),
                                 "dataset": ablation.dataset.digest} for row, seed in units}
-    trainable = tune.with_resources(
+    space = {"unit": tune.grid_search([{"row": row, "seed": seed} for row, seed in units])}
+    resources, ablation.cfg = common.trial_resources(opts, True, space, 1, ablation.cfg)
+    trainable = tune.with_resources(  # ablation.cfg: train.device=cuda when trials get GPUs
         tune.with_parameters(unit_trial, cfg=ablation.cfg, dataset=ablation.dataset,
                              labels=ablation.labels(), stage_ones=stage_ones, extras=extras),
-        {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
+        resources)
     callback = UnitRuns(ablation, tags)
-    space = {"unit": tune.grid_search([{"row": row, "seed": seed} for row, seed in units])}
     tuner = tune.Tuner(trainable, param_space=space,
                        tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True),
                        run_config=tune.RunConfig(

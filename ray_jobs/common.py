@@ -1,15 +1,9 @@
-"""The one place that wires Ray: the cluster, the trainable, the trials' MLflow runs.
-
-`run_trial` (every sweep's trainable) applies a trial's values to the base config and runs
-the job's body (`vaplan.method` calls that `tune.report`), data from `tune.with_parameters`.
-`TrialRuns`, a `tune.Callback` in the driver, makes each trial a child run of the sweep's
-parent run (a trial group, `--group-size`: one run per member; docs/ray.md): workers never
-write to the store. `trial_resources` resolves `--gpus-per-trial auto` once Ray is up.
-"""
+"""The one place that wires Ray: the cluster, every sweep's trainable (`run_trial`) and
+`TrialRuns`, the driver's `tune.Callback` that writes each trial (or group member) as an
+MLflow child run of the sweep's parent: workers never write to the store (docs/ray.md)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -22,19 +16,14 @@ import ray
 from ray import tune
 
 from pipelines import tracking
+from vaplan.config import ExperimentConfig, replace_path
+from vaplan.sweep_options import JOB_ENV
+from vaplan.sweeps import apply_config, dotted, metrics_of, trial_name
 from vaplan.trial_groups import (auto_gpus_per_trial, check_group_space, member_id, pack,
                                  parse_gpus_per_trial)
-from vaplan.config import ExperimentConfig, replace_path
-from vaplan.sweeps import apply_config, dotted, metrics_of, trial_name  # noqa: F401 (importers)
 
 TRIAL_TAG, SWEEP_TAG = "vaplan.trial_id", "vaplan.sweep"
-JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray in the driver of a submitted job
 STOP = {"after": 0, "stopping": False}  # --interrupt-after N; set by a SIGTERM/SIGINT
-
-
-def job_metadata() -> dict:
-    """The submitted job's metadata (`job_submission_id`, `job_name`, ...); {} outside a job."""
-    return json.loads(os.environ.get(JOB_ENV) or "{}").get("metadata") or {}
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None,
@@ -125,11 +114,17 @@ def trial_resources(opts, trains: bool, params: Mapping, samples: int,
 
 def finished_trials(experiment_id: str, parent_run_id: str) -> dict[str, Any]:
     """{Tune trial id: FINISHED MLflow run} of the sweep's parent run."""
-    runs = tracking.client().search_runs(
-        [experiment_id], max_results=5000,
-        filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent_run_id}' and "
-                      f"attributes.status = 'FINISHED'")
+    runs = tracking.search_runs(experiment_id, f"attributes.status = 'FINISHED' and "
+                                               f"tags.`{tracking.PARENT_TAG}` = '{parent_run_id}'")
     return {run.data.tags[TRIAL_TAG]: run for run in runs if TRIAL_TAG in run.data.tags}
+
+
+def trial_error(trial) -> str:
+    """A failed trial's exception: the last line of its error.txt ("error" when unreadable)."""
+    try:
+        return Path(trial.error_file).read_text().strip().splitlines()[-1]
+    except (OSError, TypeError, IndexError):
+        return "error"
 
 
 class TrialRuns(tune.Callback):
@@ -160,12 +155,11 @@ class TrialRuns(tune.Callback):
         for key, values, _ in self._members(trial, {}):
             if key in self.done or key in self.runs:
                 continue
-            tags = {tracking.PARENT_TAG: self.parent_run_id, TRIAL_TAG: key,
-                    SWEEP_TAG: self.job, **tracking.process_tags()}
-            run = tracking.client().create_run(
-                self.experiment_id, run_name=trial_name(values, self.keys, key), tags=tags)
-            tracking.log_flat_params(apply_config(self.base, values), run_id=run.info.run_id)
-            self.runs[key] = run.info.run_id
+            run_id = tracking.create_child_run(self.parent_run_id, self.experiment_id,
+                                               trial_name(values, self.keys, key),
+                                               {TRIAL_TAG: key, SWEEP_TAG: self.job})
+            tracking.log_flat_params(apply_config(self.base, values), run_id=run_id)
+            self.runs[key] = run_id
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         step = result.get("training_iteration")
@@ -184,8 +178,7 @@ class TrialRuns(tune.Callback):
     def on_experiment_end(self, trials, **info) -> None:
         """Runs still open belong to trials the stop cut short: KILLED."""
         for run_id in self.runs.values():
-            tracking.set_tags({"vaplan.interrupted": "true"}, run_id=run_id)
-            tracking.client().set_terminated(run_id, "KILLED")
+            tracking.end_run(run_id, "KILLED", {"vaplan.interrupted": "true"})
 
     def _end(self, trial, status: str) -> None:
         self.ended += 1
@@ -204,14 +197,10 @@ class TrialRuns(tune.Callback):
         elif error:
             status = "FAILED"
         if status == "FAILED":
-            try:  # the exception: the last line of the trial's error.txt
-                error = error or Path(trial.error_file).read_text().strip().splitlines()[-1]
-            except (OSError, TypeError, IndexError):
-                error = "error"
+            error = error or trial_error(trial)
             line, tags = f"FAILED: {error[:200]}", {"vaplan.error": error}
         if run_id:
-            tracking.set_tags(tags, run_id=run_id)
-            tracking.client().set_terminated(run_id, status)
+            tracking.end_run(run_id, status, tags)
         elif key in self.done:
             line += " (recorded before the stop)"
         print(f"[{self.ended}/{self.total or '?'}] {trial_name(values, self.keys, key)}: {line}",

@@ -1,114 +1,25 @@
-"""The sweep driver every job shares: options, the parent run, the Tuner, the winner (the
-resumable state, the trials table and description are `vaplan.sweeps`).
-
-Checked before Ray or MLflow start (one line, exit 2); a parent run `<job> <preset> <short id>`
-in `--experiment` (default `vaplan-sweeps`); `tune.Tuner` (or `Tuner.restore` on --resume);
-the winner by `ResultGrid.get_best_result`. Exit codes: 0 done, 2 invalid, 3 interrupted.
-"""
+"""The sweep driver every job shares: the parent run in `--experiment`, the Tuner (or
+`Tuner.restore`), the winner by `ResultGrid.get_best_result`; the options and the plan are
+`vaplan.sweep_options`, the state, trials table and description `vaplan.sweeps` (docs/ray.md)."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from pipelines import tracking
-from ray_jobs import common, space as spaces
-from vaplan.cli import ArgumentParser
-from vaplan.config import ExperimentConfig, to_dict
+from ray_jobs import common
 from vaplan.data.dataset import load_dataset
-from vaplan.errors import UserError
+from vaplan.store_uri import is_server, ui_command, ui_links, ui_url
+from vaplan.sweep_options import EXIT_INTERRUPTED, SweepSpec, job_metadata, plan
+from vaplan.sweeps import (RANGES, SweepState, dotted, metrics_of, searched, sweep_description,
+                           sweep_folder, trials_table)
 from vaplan.trial_groups import MemberGrid
-from vaplan.sweeps import (STATE_FILE, SweepState, base_experiment,  # noqa: F401
-                           sweep_description, sweep_folder, trials_table)
-
-EXIT_INVALID, EXIT_INTERRUPTED = 2, 3
-
-
-@dataclass(frozen=True)
-class SweepSpec:
-    """What distinguishes one sweep job from another."""
-
-    job: str  # "tune_plg"
-    sections: tuple[str, ...]  # config sections it may search ("plg.",)
-    default_space: dict
-    metric: str  # what Tune (and ASHA) watch in every report, higher is better
-    body: Callable  # body(experiment, **data) reports with tune.report
-    objective: str  # what picks the winner from the last reports
-    num_samples: int = 1
-    scheduler: Callable | None = None  # scheduler(opts, base) -> Tune scheduler or None
-    trains: bool = False  # trials train HAN (--cpus/--gpus-per-trial, torch threads)
-    # points(space, base) -> [{option: value}]: trials run first, besides the space (Tune's
-    # points_to_evaluate; tune_pld's "no denoising" arm, docs/ray.md)
-    points: Callable | None = None
-
-
-def parser(spec: SweepSpec, doc: str) -> ArgumentParser:
-    """The options every job understands (a job adds its own)."""
-    example = next(iter(spaces.searched(spec.default_space)), f"{spec.sections[0]}option")
-    p = ArgumentParser(prog=f"python -m ray_jobs.{spec.job}", description=doc.split("\n")[0],
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog=doc.split("\n\n", 1)[-1])
-    add = p.add_argument
-    add("--preset", default="sim-small", help="config preset (sim-tiny, sim-small, ...)")
-    add("--set", dest="overrides", action="append", default=[], metavar="option=value",
-        help="fixed config override, e.g. train.epochs=4 (repeatable)")
-    add("--space", action="append", default=[], metavar="option=values",
-        help=f"search {'/'.join(s + '*' for s in spec.sections)}: {example}=v1,v2 (grid), "
-             f"{example}=choice:v1,v2, float=loguniform:lo,hi (uniform, randint too)")
-    add("--space-file", help="JSON/YAML file of Tune domains (docs/ray.md)")
-    add("--num-samples", type=int, help="Tune num_samples (grids multiply it)")
-    add("--max-concurrent", type=int, default=0, help="trials at once (0: as resources allow)")
-    add("--cpus-per-trial", type=float, default=1.0, help="also the trial's torch threads")
-    add("--gpus-per-trial", default="auto", metavar="auto|N",
-        help="auto (default): the cluster's GPUs shared by the trials that run at once, 0 "
-             "without GPUs; or e.g. 0.25: four trials per GPU")
-    add("--address", help="Ray address; default: the job's cluster, RAY_ADDRESS or a local "
-                          "head, else a new one; 'local': always a new one")
-    add("--num-cpus", type=int, help="CPUs of a new local Ray")
-    add("--tracking-uri", help="MLflow store (default $MLFLOW_TRACKING_URI, else "
-                               "./mlruns/mlflow.db; in a Ray job ~/.vaplan/mlruns)")
-    add("--experiment", default="vaplan-sweeps", help="MLflow experiment (default vaplan-sweeps)")
-    add("--storage-path", help="Tune storage (default ~/ray_results)")
-    add("--name", help=f"sweep name (default {spec.job}-<preset>-<time>)")
-    add("--resume", action="store_true", help="resume --name (default: the newest of the preset)")
-    add("--inject-failure", action="append", default=[], metavar="option=value",
-        help="trials whose option has this value raise (tests the failure path)")
-    add("--interrupt-after", type=int, default=0, metavar="N",
-        help="stop like `ray job stop` after N finished trials (tests --resume)")
-    add("--seed", type=int, default=0, help="seed of the random search")
-    add("--verbose", action="store_true", help="Ray Tune's own progress output, worker logs")
-    add("--quiet", action="store_true", help=argparse.SUPPRESS)  # the default now
-    return p
-
-
-def plan(spec: SweepSpec, opts, folder: Path, base: ExperimentConfig | None = None,
-         items: list[str] | None = None, must_exist: bool = True) -> SweepState:
-    """The sweep to run: the stored one on --resume, else a new one (checked here)."""
-    if opts.resume and (folder / STATE_FILE).is_file():
-        return SweepState.load(folder)
-    if opts.resume and must_exist or not opts.resume and folder.exists():
-        raise UserError(f"sweep {folder.name!r} in {folder.parent}: " + (
-            "not found" if opts.resume else "exists; pass --resume or another --name"))
-    base = base or base_experiment(opts, spec)
-    file_space, samples = spaces.load_file(opts.space_file) if opts.space_file else ({}, None)
-    space = spaces.build_space(spec.default_space, {k: v for k, v in file_space.items()
-                                                    if k.startswith(spec.sections)},
-                               opts.space if items is None else items, base, spec.sections)
-    num_samples = opts.num_samples or samples or spec.num_samples
-    if num_samples < 1:
-        raise spaces.SpaceError(f"--num-samples must be >= 1, got {num_samples}")
-    in_job = common.job_metadata() and not (opts.tracking_uri or
-                                            os.environ.get("MLFLOW_TRACKING_URI"))
-    uri = tracking.resolve_tracking_uri(opts.tracking_uri, cwd=Path.home() / ".vaplan"
-                                        if in_job else None)  # a job's cwd is a temp copy
-    return SweepState(spec.job, folder.name, "", "", uri, to_dict(base), space, int(num_samples))
 
 
 @contextlib.contextmanager
@@ -137,7 +48,7 @@ def run_sweep(spec: SweepSpec, opts, state: SweepState, folder: Path,
     if state.finished:
         print(f"{state.name}: already finished; nothing to resume", flush=True)
         return state
-    started, job = time.perf_counter(), common.job_metadata()
+    started, job = time.perf_counter(), job_metadata()
     state.experiment_id = tracking.prepare_store(state.tracking_uri, opts.experiment)
     run_tags = {common.SWEEP_TAG: spec.job, "vaplan.sweep_name": state.name,
                 "vaplan.preset": opts.preset, **(tags or {}),
@@ -155,7 +66,7 @@ def run_sweep(spec: SweepSpec, opts, state: SweepState, folder: Path,
             folder.mkdir(parents=True, exist_ok=True)
             state.save(folder)
         print(f"{state.name}: parent run "
-              f"{tracking.ui_url(state.tracking_uri, state.experiment_id, run.info.run_id)}")
+              f"{ui_url(state.tracking_uri, state.experiment_id, run.info.run_id)}")
         grid = _fit(spec, opts, state, folder, data_fn(state))
         state.best = _best(spec, state, grid)
         if common.STOP["stopping"]:
@@ -169,9 +80,21 @@ def run_sweep(spec: SweepSpec, opts, state: SweepState, folder: Path,
         if not state.best.get("run_id"):
             raise RuntimeError(f"{state.name}: every trial failed; see the runs of "
                                f"{state.parent_run_id}")
-    print(tracking.ui_links(state.tracking_uri, state.experiment_id, state.parent_run_id),
-          flush=True)
+    print(ui_links(state.tracking_uri, state.experiment_id, state.parent_run_id), flush=True)
     return state
+
+
+def param_space(space: Mapping) -> dict:
+    """Tune's param_space of a checked space (`vaplan.sweeps`): each {kind: values} becomes
+    `tune.<kind>(...)`; constants stay as they are."""
+    from ray import tune
+
+    params = dict(space)
+    for key in searched(space):
+        (kind, values), = space[key].items()
+        params[key] = getattr(tune, kind)(*values) if kind in RANGES else \
+            getattr(tune, kind)(list(values))
+    return params
 
 
 def _fit(spec: SweepSpec, opts, state: SweepState, folder: Path, data: Mapping[str, Any]):
@@ -182,7 +105,7 @@ def _fit(spec: SweepSpec, opts, state: SweepState, folder: Path, data: Mapping[s
     done = {trial_id: dict(run.data.metrics) for trial_id, run in
             common.finished_trials(state.experiment_id, state.parent_run_id).items()}
     points = spec.points(state.space, state.experiment) if spec.points else []
-    params, samples = spaces.param_space(state.space), state.num_samples + len(points)
+    params, samples = param_space(state.space), state.num_samples + len(points)
     if getattr(opts, "group_size", 1) > 1:  # tune_train --group-size: docs/ray.md
         params, samples, points = common.group_space(params, samples, opts.group_size,
                                                      opts.seed), 1, []
@@ -206,7 +129,7 @@ def _fit(spec: SweepSpec, opts, state: SweepState, folder: Path, data: Mapping[s
         else:
             callback = common.TrialRuns(state.tracking_uri, state.experiment_id,
                                         state.parent_run_id, base,
-                                        spaces.searched(state.space), spec.objective, spec.job)
+                                        searched(state.space), spec.objective, spec.job)
             tuner = tune.Tuner(
                 trainable, param_space=params,
                 tune_config=tune.TuneConfig(
@@ -238,9 +161,8 @@ def _best(spec: SweepSpec, state: SweepState, grid) -> dict:
     best = best if best.error is None else scored[0]  # not a trial that failed later
     run = common.finished_trials(state.experiment_id, state.parent_run_id).get(
         best.metrics.get("trial_id"))
-    return {"best": common.dotted(best.config), "metrics": common.metrics_of(best.metrics),
-            "run_id": run and run.info.run_id,
-            "top": [common.dotted(r.config) for r in scored[:10]]}
+    return {"best": dotted(best.config), "metrics": metrics_of(best.metrics),
+            "run_id": run and run.info.run_id, "top": [dotted(r.config) for r in scored[:10]]}
 
 
 def _log_parent(spec: SweepSpec, opts, state: SweepState, grid, seconds: float) -> None:
@@ -252,7 +174,7 @@ def _log_parent(spec: SweepSpec, opts, state: SweepState, grid, seconds: float) 
     tracking.log_scores({"sweep/num_trials": len(grid), "sweep/num_errored": grid.num_errors,
                          "sweep/num_finished": grid.num_terminated, "sweep/seconds": seconds})
     table = trials_table([(r.config, r.error is not None, r.metrics) for r in grid
-                          if r.config is not None], spaces.searched(state.space), metric)
+                          if r.config is not None], searched(state.space), metric)
     if run_id is None:
         return
     tracking.log_flat_params(state.winner)
@@ -260,11 +182,10 @@ def _log_parent(spec: SweepSpec, opts, state: SweepState, grid, seconds: float) 
     tracking.set_tags({"vaplan.best_run_id": run_id})
     tracking.set_tags({"vaplan.best_trial": "true"}, run_id=run_id)
     mlflow.log_table(table, "trials.json")
-    local = not uri.startswith(("http://", "https://"))
     tracking.set_description(sweep_description(
         spec.job, opts.preset, state.space, state.best, len(grid), grid.num_errors, seconds,
-        metric, tracking.ui_url(uri, state.experiment_id, run_id),
-        f"The links work with `{tracking.ui_command(uri)}` running." if local else ""))
+        metric, ui_url(uri, state.experiment_id, run_id),
+        "" if is_server(uri) else f"The links work with `{ui_command(uri)}` running."))
     shown = [c for c in table.columns if "/" not in c or c == metric]
     more = f"\n... {len(table) - 10} more in trials.json" if len(table) > 10 else ""
     print(f"best trials:\n{table[shown].head(10).to_string(index=False)}{more}", flush=True)

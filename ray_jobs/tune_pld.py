@@ -23,13 +23,14 @@ import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
-from ray_jobs import space as spaces, sweep, tune_train
-from vaplan.data.dataset import load_dataset
+from ray_jobs import sweep, tune_train
 from vaplan.cli import exits_on_user_error
-from vaplan.config import get_path
+from vaplan.config import to_dict
+from vaplan.data.dataset import load_dataset
 from vaplan.errors import UserError
-
-OBJECTIVE = "pld/val/average"
+from vaplan.sweep_options import EXIT_INTERRUPTED, SweepSpec, add_asha_args, parser, plan
+from vaplan.sweep_scores import PLD_OBJECTIVE as OBJECTIVE, chosen_labels, no_denoising, pld_scores
+from vaplan.sweeps import STATE_FILE, SweepState, sweep_folder
 DEFAULT_SPACE = {"pld.visual": True, "pld.audio": True, "pld.apply": {"grid_search": ["always"]},
                  "pld.visual_k": {"grid_search": [3, 4, 5, 6, 7]},
                  "pld.visual_alpha": {"grid_search": [10.0, 20.0, 30.0, 40.0, 50.0]},
@@ -37,49 +38,10 @@ DEFAULT_SPACE = {"pld.visual": True, "pld.audio": True, "pld.apply": {"grid_sear
                  "pld.audio_alpha": {"grid_search": [200.0, 400.0, 600.0]}}
 
 
-def no_denoising(space: dict, base) -> list[dict]:
-    """The "no denoising" arm (`pld.apply=never`), unless the space already reaches it; the
-    searched options at the base config's values (they do not change the PLG labels)."""
-    apply = space.get("pld.apply")
-    values = next(iter(apply.values())) if isinstance(apply, dict) else [apply]
-    if apply is None or "never" in values:
-        return []
-    return [{**{k: get_path(base, k) for k in spaces.searched(space)}, "pld.apply": "never"}]
-
-
-def chosen_labels(stage, pld, split: str = "val"):
-    """The labels of `split` the retrain step would train on with this PLD setting: denoised
-    or PLG per modality as `pld.apply` decides on val (never: PLG, the no-denoising arm)."""
-    from vaplan.method import apply_label_choice, choose_labels, denoise_pseudo_labels
-
-    val = denoise_pseudo_labels(stage.prob_val, stage.labels_val, pld)
-    choices = choose_labels(stage.labels_val, val, stage.val.gt_audio, stage.val.gt_visual, pld)
-    if split == "val":
-        return apply_label_choice(stage.labels_val, val, choices)
-    denoised = denoise_pseudo_labels(stage.prob_train, stage.labels_train, pld)
-    return apply_label_choice(stage.labels_train, denoised, choices)
-
-
-def pld_quality(stage, pld) -> dict[str, float]:
-    """The trial's val labels' quality, flip rates, gain over PLG and the objective."""
-    from vaplan.pseudo_labels import pseudo_label_report
-
-    after = chosen_labels(stage, pld)
-    report = pseudo_label_report(after, stage.val.gt_audio, stage.val.gt_visual)
-    scores = {f"pld/val/{key}": value for key, value in report.items()}
-    scores[OBJECTIVE] = (report["audio/average"] + report["visual/average"]) / 2
-    for m in ("audio", "visual"):
-        before = getattr(stage.labels_val, f"seg_{m}").astype(bool)
-        flipped = before ^ getattr(after, f"seg_{m}").astype(bool)
-        scores[f"pld/val/{m}/flipped_percent"] = 100 * flipped.sum() / max(before.sum(), 1)
-        scores[f"gain/{m}/average"] = report[f"{m}/average"] - stage.plg[f"{m}/average"]
-    return scores
-
-
 def pld_body(experiment, stage) -> None:
     from ray import tune
 
-    tune.report(pld_quality(stage, experiment.pld))
+    tune.report(pld_scores(stage, experiment.pld))
 
 
 def retrain_body(experiment, dataset, stage) -> None:
@@ -88,21 +50,22 @@ def retrain_body(experiment, dataset, stage) -> None:
                               chosen_labels(stage, experiment.pld, "train"))
 
 
-SPEC = sweep.SweepSpec(job="tune_pld", sections=("pld.",), default_space=DEFAULT_SPACE,
-                       metric=OBJECTIVE, objective=OBJECTIVE, body=pld_body,
-                       trains=True, points=no_denoising)
-RETRAIN_SPEC = sweep.SweepSpec(job="tune_pld_retrain", sections=("pld",), default_space={},
-                               metric=tune_train.METRIC, objective=tune_train.OBJECTIVE,
-                               body=retrain_body, scheduler=tune_train.asha, trains=True)
+SPEC = SweepSpec(job="tune_pld", sections=("pld.",), default_space=DEFAULT_SPACE,
+                 metric=OBJECTIVE, objective=OBJECTIVE, body=pld_body, trains=True,
+                 points=no_denoising)
+RETRAIN_SPEC = SweepSpec(job="tune_pld_retrain", sections=("pld",), default_space={},
+                         metric=tune_train.METRIC, objective=tune_train.OBJECTIVE,
+                         body=retrain_body, scheduler=tune_train.asha, trains=True)
 
 
-def stage_one(dataset, state: sweep.SweepState, checkpoint: str | None, with_train: bool):
+def stage_one(dataset, state: SweepState, checkpoint: str | None, with_train: bool):
     """The stage-one model (trained by pipeline steps under the parent, or loaded), its
     (N, T, 2, C) predictions and PLG labels of val (and train); the PLG baseline logged."""
     from pipelines import steps, tracking
     from pipelines.reuse import StepContext
     from vaplan.method import make_pseudo_labels
     from vaplan.pseudo_labels import pseudo_label_report
+    from vaplan.sweep_scores import plg_scores
     from vaplan.train import load_checkpoint, predict
 
     experiment, device = state.experiment, state.experiment.train.device
@@ -123,8 +86,7 @@ def stage_one(dataset, state: sweep.SweepState, checkpoint: str | None, with_tra
     if with_train:
         stage.prob_train = predict(model, dataset.train.features, device=device).prob_seg
         stage.labels_train = make_pseudo_labels(dataset, "train", experiment.plg)
-    baseline = {f"plg/val/{k}": v for k, v in plg.items()}
-    baseline["plg/val/average"] = (plg["audio/average"] + plg["visual/average"]) / 2
+    baseline = plg_scores(plg)
     tracking.log_scores(baseline, run_id=state.parent_run_id)
     print(f"stage one: model {key[:12]} from {source}; PLG labels on val (what {OBJECTIVE} must "
           f"beat): average {baseline['plg/val/average']:.2f}", flush=True)
@@ -135,7 +97,7 @@ def stage_data(dataset, checkpoint: str | None, with_train: bool):
     """A data_fn making stage one once per process (the PLD sweep and the retraining)."""
     made: dict = {}
 
-    def data(state: sweep.SweepState) -> dict:
+    def data(state: SweepState) -> dict:
         made["stage"] = made.get("stage") or stage_one(dataset, state, checkpoint, with_train)
         return {"stage": made["stage"]}
     return data
@@ -143,16 +105,16 @@ def stage_data(dataset, checkpoint: str | None, with_train: bool):
 
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
-    parser = sweep.parser(SPEC, __doc__)
-    tune_train.add_asha_args(parser)
-    parser.add_argument("--checkpoint", help="stage-one checkpoint (default: train it)")
-    parser.add_argument("--retrain-top", type=int, default=0, metavar="N",
-                        help="retrain HAN on the denoised labels of the N best settings")
-    opts = parser.parse_args(argv)
+    p = parser(SPEC, __doc__)
+    add_asha_args(p)
+    p.add_argument("--checkpoint", help="stage-one checkpoint (default: train it)")
+    p.add_argument("--retrain-top", type=int, default=0, metavar="N",
+                   help="retrain HAN on the denoised labels of the N best settings")
+    opts = p.parse_args(argv)
     if opts.checkpoint and not Path(opts.checkpoint).is_file():
         raise UserError(f"--checkpoint {opts.checkpoint} does not exist")
-    folder = sweep.sweep_folder(SPEC.job, opts)
-    state = sweep.plan(SPEC, opts, folder)
+    folder = sweep_folder(SPEC.job, opts)
+    state = plan(SPEC, opts, folder)
     dataset = load_dataset(state.experiment.data)
     data = stage_data(dataset, opts.checkpoint, opts.retrain_top > 0)
     with sweep.ray_session(opts):
@@ -161,14 +123,14 @@ def main(argv: list[str] | None = None) -> int:
             second = folder.with_name(f"{folder.name}-retrain")
             settings = [{k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("pld.")}
                         for values in state.best["top"][:opts.retrain_top]]
-            retrain = sweep.SweepState.load(second) if opts.resume and \
-                (second / sweep.STATE_FILE).is_file() else sweep.SweepState(
+            retrain = SweepState.load(second) if opts.resume and \
+                (second / STATE_FILE).is_file() else SweepState(
                     RETRAIN_SPEC.job, second.name, "", "", state.tracking_uri,
-                    sweep.to_dict(state.winner), {"pld": {"grid_search": settings}}, 1)
+                    to_dict(state.winner), {"pld": {"grid_search": settings}}, 1)
             state = sweep.run_sweep(RETRAIN_SPEC, opts, retrain, second,
                                     lambda s: {"dataset": dataset, **data(s)},
                                     tags={"vaplan.sweep_of": state.parent_run_id})
-    return 0 if state.finished else sweep.EXIT_INTERRUPTED
+    return 0 if state.finished else EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # run the importable module so Ray pickles its functions by name

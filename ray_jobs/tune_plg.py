@@ -25,11 +25,12 @@ import sys
 import time
 from dataclasses import replace
 
-from ray_jobs import common, sweep
+from ray_jobs import sweep
+from ray_jobs.common import SWEEP_TAG
 from vaplan.cli import exits_on_user_error
-from vaplan.errors import UserError
-
-OBJECTIVE = "plg/val/average"
+from vaplan.sweep_options import SweepSpec, parser, plan_per_class
+from vaplan.sweep_scores import PLG_OBJECTIVE as OBJECTIVE, plg_scores
+from vaplan.sweeps import base_experiment, metrics_of
 DEFAULT_SPACE = {"plg.visual_threshold": {"grid_search": [0.039, 0.040, 0.041, 0.042, 0.043]},
                  "plg.audio_threshold": {"grid_search": [0.036, 0.037, 0.038, 0.039, 0.040]},
                  "plg.visual_prompt": {"grid_search": ["VP1", "VP2", "VP3", "VP4"]},
@@ -44,14 +45,12 @@ def plg_body(experiment, dataset) -> None:
     from vaplan.pseudo_labels import pseudo_label_report
 
     val = dataset.val
-    report = pseudo_label_report(make_pseudo_labels(dataset, "val", experiment.plg),
-                                 val.gt_audio, val.gt_visual)
-    tune.report({**{f"plg/val/{key}": value for key, value in report.items()},
-                 OBJECTIVE: (report["audio/average"] + report["visual/average"]) / 2})
+    tune.report(plg_scores(pseudo_label_report(make_pseudo_labels(dataset, "val", experiment.plg),
+                                               val.gt_audio, val.gt_visual)))
 
 
-SPEC = sweep.SweepSpec(job="tune_plg", sections=("plg.",), default_space=DEFAULT_SPACE,
-                       metric=OBJECTIVE, objective=OBJECTIVE, body=plg_body)
+SPEC = SweepSpec(job="tune_plg", sections=("plg.",), default_space=DEFAULT_SPACE,
+                 metric=OBJECTIVE, objective=OBJECTIVE, body=plg_body)
 
 
 def per_class_trial(config: dict, val: dict) -> None:
@@ -60,9 +59,8 @@ def per_class_trial(config: dict, val: dict) -> None:
 
     from vaplan.plg_search import MODALITIES, as_vector
 
-    scores = {m: val[m].score(as_vector(config, m)) for m in MODALITIES}
-    tune.report({**{f"plg/val/{m}/average": s for m, s in scores.items()},
-                 OBJECTIVE: sum(scores.values()) / len(scores)})
+    tune.report(plg_scores({f"{m}/average": val[m].score(as_vector(config, m))
+                            for m in MODALITIES}))
 
 
 def per_class(opts) -> int:
@@ -77,19 +75,13 @@ def per_class(opts) -> int:
     from vaplan.data.dataset import load_dataset
     from vaplan.plg_search import CLASSES, GRID, MODALITIES, PerClassStudy, threshold_file, \
         threshold_rows
+    from vaplan.runs import short_name
+    from vaplan.store_uri import resolve_tracking_uri, ui_links
 
-    for flag in ("space", "space_file", "resume", "inject_failure"):
-        if getattr(opts, flag):
-            raise UserError(f"--per-class searches the 50 thresholds itself; drop "
-                            f"--{flag.replace('_', '-')}")
-    samples = 200 if opts.num_samples is None else opts.num_samples
-    folder = sweep.sweep_folder("tune_plg-per-class", opts)
-    if samples < 1 or folder.exists():
-        raise UserError(f"--num-samples must be >= 1, got {samples}" if samples < 1 else
-                        f"sweep {folder.name!r} in {folder.parent}: exists; pass another --name")
-    base, started = sweep.base_experiment(opts, SPEC), time.perf_counter()
+    samples, folder = plan_per_class(opts)
+    base, started = base_experiment(opts, SPEC), time.perf_counter()
     study = PerClassStudy(load_dataset(base.data), base.plg)
-    uri = tracking.resolve_tracking_uri(opts.tracking_uri)
+    uri = resolve_tracking_uri(opts.tracking_uri)
     experiment_id = tracking.prepare_store(uri, opts.experiment)
     optuna.logging.set_verbosity(optuna.logging.INFO if opts.verbose else optuna.logging.WARNING)
     with sweep.ray_session(opts):
@@ -104,12 +96,12 @@ def per_class(opts) -> int:
             run_config=tune.RunConfig(name=folder.name, storage_path=str(folder.parent),
                                       verbose=int(opts.verbose))).fit()
     study.add("tpe", grid.get_best_result().config)
-    trials = pd.DataFrame([{"trial": i, **common.metrics_of(r.metrics)}
+    trials = pd.DataFrame([{"trial": i, **metrics_of(r.metrics)}
                            for i, r in enumerate(grid) if r.error is None])
-    with tracking.start_run(experiment_id, tags={common.SWEEP_TAG: "tune_plg",
+    with tracking.start_run(experiment_id, tags={SWEEP_TAG: "tune_plg",
                                                  "vaplan.per_class": "true",
                                                  "vaplan.preset": opts.preset}) as run:
-        tracking.client().update_run(run.info.run_id, name=tracking.short_name(
+        tracking.client().update_run(run.info.run_id, name=short_name(
             "tune_plg --per-class", opts.preset, *opts.overrides, run_id=run.info.run_id))
         tracking.log_flat_params(replace(base, plg=study.chosen_plg()))  # what to use
         tracking.log_scores({**study.scores(), "sweep/num_trials": len(grid),
@@ -122,13 +114,13 @@ def per_class(opts) -> int:
                         "per_class_thresholds.json")
         tracking.set_description(study.description(opts.preset, len(grid)))
     print(study.description(opts.preset, len(grid)), flush=True)
-    print(tracking.ui_links(uri, experiment_id, run.info.run_id), flush=True)
+    print(ui_links(uri, experiment_id, run.info.run_id), flush=True)
     return 0
 
 
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
-    p = sweep.parser(SPEC, __doc__)
+    p = parser(SPEC, __doc__)
     p.add_argument("--per-class", action="store_true",
                    help="search one tau per class and modality (TPE vs coordinate ascent)")
     opts = p.parse_args(argv)

@@ -22,6 +22,7 @@ import sys
 
 from ray_jobs import sweep
 from vaplan.cli import exits_on_user_error
+from vaplan.sweep_options import SweepSpec, add_asha_args, parser
 from vaplan.trial_groups import GroupReport, check_group_size, check_group_space, epoch_metrics
 
 METRIC, OBJECTIVE = "epoch/val/seg_type", "best/val/seg_type"
@@ -40,13 +41,6 @@ def asha(opts, base):
     return ASHAScheduler(time_attr="training_iteration", max_t=epochs,
                          grace_period=max(1, min(opts.grace_period, epochs)),
                          reduction_factor=opts.reduction_factor) if opts.asha else None
-
-
-def add_asha_args(parser) -> None:
-    parser.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a cut")
-    parser.add_argument("--reduction-factor", type=float, default=2.0, help="ASHA rung factor")
-    parser.add_argument("--no-asha", dest="asha", action="store_false",
-                        help="run every trial to the last epoch")
 
 
 def fit_and_report(cfg, dataset, labels) -> None:
@@ -96,18 +90,18 @@ def train_data(state, dataset) -> dict:
             "labels": make_pseudo_labels(dataset, "train", state.experiment.plg)}
 
 
-SPEC = sweep.SweepSpec(job="tune_train", sections=("train.",), default_space=DEFAULT_SPACE,
-                       metric=METRIC, objective=OBJECTIVE, num_samples=8, scheduler=asha,
-                       trains=True, body=train_body)
+SPEC = SweepSpec(job="tune_train", sections=("train.",), default_space=DEFAULT_SPACE,
+                 metric=METRIC, objective=OBJECTIVE, num_samples=8, scheduler=asha, trains=True,
+                 body=train_body)
 
 
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
-    parser = sweep.parser(SPEC, __doc__)
-    add_asha_args(parser)
-    parser.add_argument("--group-size", type=int, default=1, metavar="G",
-                        help="train G trials per Ray trial as one batched model (docs/ray.md)")
-    opts = parser.parse_args(argv)
+    p = parser(SPEC, __doc__)
+    add_asha_args(p)
+    p.add_argument("--group-size", type=int, default=1, metavar="G",
+                   help="train G trials per Ray trial as one batched model (docs/ray.md)")
+    opts = p.parse_args(argv)
     check_group_space([item.split("=", 1)[0].strip() for item in opts.space],
                       check_group_size(opts.group_size))  # before Ray; files: common.py
     return sweep.run_job(SPEC, opts, train_data)

@@ -49,14 +49,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_seeds(args: argparse.Namespace, folder: Path) -> dict:
     """One pipeline per seed in one store; returns the per-seed records and pair tests."""
     from pipelines import pipeline_config_from_preset, run
-    from pipelines.steps import CHECKPOINT, load_data
-    from pipelines.steps.evaluation import gate_score_key, video_scores
+    from pipelines.steps import CHECKPOINT
+    from vaplan.data.dataset import load_dataset
+    from vaplan.gate import gate_score_key, video_scores
     from vaplan.stats import paired_bootstrap
     from vaplan.train import load_checkpoint
 
     uri = f"sqlite:///{folder.resolve()}/mlruns/mlflow.db"
     base = pipeline_config_from_preset(args.preset, args.overrides)
-    dataset = load_data(base.experiment.data)
+    dataset = load_dataset(base.experiment.data)
     key = gate_score_key(base.promote_metric)
     runs, per_video = [], []
     for seed in args.seeds:

@@ -8,7 +8,8 @@ runner: `--rows 1,2` through the CLI; a crash injected into the first row-2 trai
 (mean ± std over seeds); row 5 alone trains its stage-one model, and a later row 5 reuses that
 checkpoint; Table 6's CR/SR rows and the CSV export of the unit runs; `--ray` (rows 1,2 × 2
 seeds as Tune trials in a private local Ray, runs written by the driver) gives the same table
-and resumes across runners.
+and resumes across runners. Table 8 (issue 12, at the end): label kinds, backbone recipes, MA
+rows tracked and as a Ray trial, the paper's column.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 import vaplan.ablation as table5
+from vaplan import ablation_keys
 from pipelines import ablation as runner
 from pipelines import tracking
 from vaplan.data.dataset import load_dataset
@@ -87,8 +89,8 @@ def test_parse_rows_and_seeds():
     assert table5.parse_rows("sr, 4,cr", table5.get_table("6")) == ("CR", "SR", "4")
     with pytest.raises(ConfigError, match="unknown row '5' in table 6"):
         table5.parse_rows("4,5", table5.get_table(6))
-    with pytest.raises(ConfigError, match="--table '8': unknown table; expected one of 5, 6"):
-        table5.get_table("8")
+    with pytest.raises(ConfigError, match="--table '9': unknown table; expected one of 5, 6, 8"):
+        table5.get_table("9")
     assert table5.parse_seeds("2, 0,1") == (0, 1, 2)
     for bad in ("0,x", "0,0", "-1", ""):
         with pytest.raises(ConfigError, match="--seeds"):
@@ -125,7 +127,7 @@ def test_unit_keys_hold_only_what_makes_a_unit(cfg):
     """Keys hash the options that differ from the defaults: a new option added at its default
     (or a changed seed-independent speed setting) finds the finished runs again."""
     key = runner.unit_key(cfg, "2", 3, "d")
-    identity = runner._identity(table5.row_config(cfg, "2", 3))
+    identity = ablation_keys.identity(table5.row_config(cfg, "2", 3))
     defaults = flatten(ExperimentConfig())
     assert identity and all(defaults.get(k) != v for k, v in identity.items())
     assert "train.seed" not in identity and "train.loss.variant" in identity  # row 2: "video"
@@ -137,6 +139,18 @@ def test_unit_keys_hold_only_what_makes_a_unit(cfg):
     assert runner.unit_key(cfg, "2", 4, "d") != key != runner.unit_key(cfg, "2", 3, "e")
     assert runner.ablation_key(cfg, ("1",), (0,), "d") == runner.ablation_key(
         cfg, ("1",), (0,), "d", "5") != runner.ablation_key(cfg, ("1",), (0,), "d", "6")
+
+
+def test_unit_and_ablation_keys_are_pinned(cfg):
+    """The exact strings finished runs are found by (a full-scale ablation resumes by them):
+    moving or refactoring the key code must not change them (vaplan 0.1.0, sim-tiny)."""
+    digest = "d" * 64
+    assert runner.unit_key(cfg, "4", 0, digest) == \
+        "9abbd0c030e2c64d0398f8e182a1f994f1817d5e1671096a7bedab6306ab5bf5"
+    assert runner.ablation_key(cfg, ("1", "4"), (0, 1), digest) == \
+        "84267a9d4e9a2d423111fcb78d3445afac515076a4008c188579df8a17b7dd8b"
+    assert runner.ablation_key(cfg, ("2", "4"), (0,), digest, table="6") == \
+        "930b956986f5cd0771f156693ab5af708bc49882892317a6c86ecaf9ac550c58"
 
 
 def test_table_six_rows_switch_one_richness_term_off(cfg):
@@ -269,7 +283,7 @@ def test_row_five_alone_trains_then_reuses_its_stage_one(store, cfg, dataset, fi
     assert "stage_one/epoch/train_loss" in child.data.metrics
     assert {"pld/val/visual/seg", "plg/val/visual/seg"} <= set(child.data.metrics)
     assert [row.id for row, _ in first.table.rows] == ["5"]
-    assert [stage for stage, _, _ in first.table.labels] == ["PLG", "PLG", "PLD", "PLD"]
+    assert [line.stage for line in first.table.labels] == ["PLG", "PLG", "PLD", "PLD"]
 
     fits["n"] = 0
     second = runner.run_ablation(cfg, ("5",), (0,), resume=False, **kwargs)
@@ -368,3 +382,174 @@ def test_ray_rows_1_2_two_seeds_same_table_and_resume(local_ray, store, tmp_path
     row, seed = unit.data.tags[runner.ROW_TAG], unit.data.tags[runner.SEED_TAG]
     assert "Ray Tune: 1 trial(s)" in printed and printed.count("finished earlier") == 3
     assert f"[ablation] row {row} seed {seed}: finished" in printed
+
+
+# ---------------------------------------------------------------- Table 8 (issue 12)
+
+def test_table_five_keys_are_pinned(cfg):
+    """Full-scale Table 5 runs resume by these keys: generalising rows (label kinds, Table 8)
+    must not change them (values computed before that change)."""
+    defaults = ExperimentConfig()
+    assert runner.unit_key(defaults, "4", 1, "d") == \
+        "0ba5a38b6389eb81a4f52b57bf5d72109e84d19de48a98d17b5bf76ffa290fa1"
+    assert runner.unit_key(defaults, "5", 1, "d") == \
+        "5a842e888f7938cf30ab369413738b01b87500d59c4b19b5f0aaf75d11fb8e3f"
+    assert runner.unit_key(defaults, "1", 1, "d") == \
+        "078c87bd08146b32eab3124e46eb685a02540ebdf68e8882a2b1c616875249e0"
+    assert runner.unit_key(cfg, "2", 0, "d") == \
+        "7308e999ec9fa4edc5a927fc6517f13e2095b189f13c7b32a4a97b381c032ee3"
+    assert runner.ablation_key(cfg, ("1", "2", "3", "4", "5"), (0, 1), "d") == \
+        "ad0f9829d5c96bc27ad5faf31e07dea4834072e83b3e6819404c0f8221e31e02"
+
+
+def test_rows_say_which_labels_they_train_on():
+    with pytest.raises(ValueError, match="labels must be one of"):
+        table5.Row("x", "x", (), "teacher")
+    with pytest.raises(ValueError, match="`needs` names the model"):
+        table5.Row("x", "x", (), "ma")  # MA labels come from a model
+    with pytest.raises(ValueError, match="`needs` names the model"):
+        table5.Row("x", "x", (), "plg", needs="4")
+    five = {row.id: row for row in table5.get_table("5").rows}
+    assert [five[r].labels for r in "12345"] == ["video", "plg", "plg", "plg", "pld"]
+    assert (five["5"].plg, five["5"].pld, five["4"].pld, five["1"].plg) == (True, True, False,
+                                                                          False)
+
+
+def test_table_eight_rows_backbone_recipes_and_labels(cfg):
+    eight = table5.get_table("8")
+    assert eight.row_ids == ("mgn", "mgn+ma", "mgn+plg", "mgn+pld", "mm_pyramid",
+                             "mm_pyramid+ma", "mm_pyramid+plg", "mm_pyramid+pld")
+    rows = {row.id: row for row in eight.rows}
+    assert [(rows[r].labels, rows[r].needs) for r in ("mgn", "mgn+ma", "mgn+plg", "mgn+pld")] \
+        == [("video", None), ("ma", "mgn"), ("plg", None), ("pld", "mgn+plg")]
+    assert dict(rows["mm_pyramid+pld"].paper) == {"seg_type": 62.0}
+    full = get_preset("sim-full")  # train.epochs at its default: the recipe's 40 epochs
+    mgn = table5.row_config(full, "mgn+ma", 0).train
+    assert (mgn.model.name, mgn.model.hidden_dim, mgn.model.num_heads, mgn.batch_size,
+            mgn.epochs, mgn.loss.variant) == ("mgn", 128, 8, 16, 40, "video")
+    pyramid = table5.row_config(full, "mm_pyramid", 1)
+    assert (pyramid.train.lr, pyramid.train.model.dropout, pyramid.train.loss.variant,
+            pyramid.train.seed) == (1e-4, 0.2, "baseline", 1)
+    # a value the preset or --set chose stays: sim-tiny's epochs, a --set width
+    small = table5.row_config(apply_overrides(cfg, ["train.model.hidden_dim=32"]), "mgn", 0)
+    assert (small.train.epochs, small.train.model.hidden_dim) == (cfg.train.epochs, 32)
+    assert table5.parse_rows("MGN*", eight) == ("mgn", "mgn+ma", "mgn+plg", "mgn+pld")
+    assert table5.parse_rows("mm_pyramid+pld, mgn", eight) == ("mgn", "mm_pyramid+pld")
+    with pytest.raises(ConfigError, match="unknown row 'han\\*' in table 8"):
+        table5.parse_rows("han*", eight)
+    assert table5.waves([("mgn+ma", 0), ("mgn+pld", 0), ("mgn", 0)]) == (
+        [("mgn", 0), ("mgn+plg", 0)], [("mgn+ma", 0), ("mgn+pld", 0)])
+    keys = {runner.unit_key(cfg, row, 0, "d") for row in eight.row_ids}
+    assert len(keys) == 8
+
+
+def test_ma_row_without_its_model_is_refused(cfg, dataset):
+    labels = table5.make_labels(cfg, dataset)
+    with pytest.raises(ValueError, match="row mgn\\+ma \\(MA\\) needs .* row mgn's model"):
+        table5.train_row(cfg, dataset, labels, "mgn+ma", 0)
+
+
+def test_table_eight_summary_shows_the_paper_and_label_quality_per_row():
+    ma = {f"ma/val/{m}/{k}": 40.0 for m in table5.MODALITIES for k in table5.QUALITY_KEYS}
+    units = [("mgn", 0, _metrics(10.0, plg=False)), ("mgn+ma", 0, {**_metrics(12.0, False), **ma}),
+             ("mm_pyramid+ma", 0, {**_metrics(11.0, False), **ma}),
+             ("mgn+plg", 0, _metrics(13.0))]
+    table = table5.summarize(units, (0,), table5.get_table("8"))
+    text = table5.format_markdown(table)
+    assert text.startswith("Table 8 (backbones: base, + MA, + PLG, + PLD), test split")
+    assert "| row | method | n | seg a |" in text and text.count("| paper seg type |") == 1
+    assert "| mgn+ma | MGN + MA labels (L_V) | 1 | 12.0 |" in text
+    assert text.split("| mgn+ma |")[1].splitlines()[0].endswith("| 59.2 |")
+    assert [line.label for line in table.labels] == ["PLG", "PLG", "MA (mgn+ma)", "MA (mgn+ma)",
+                                                     "MA (mm_pyramid+ma)", "MA (mm_pyramid+ma)"]
+    assert "| MA (mgn+ma) | visual | 1 | 40.00 |" in text
+    lines = table5.format_csv(table).splitlines()
+    assert "paper,mgn+ma,MGN + MA labels (L_V),,seg_type,59.2000,," in lines
+    assert "labels/MA,mm_pyramid+ma,,audio,seg,40.0000,0.0000,1" in lines
+    # Table 5 keeps its layout: no paper column, one PLD line without a row
+    five = table5.format_markdown(table5.summarize([("1", 0, _metrics(5.0, False))]))
+    assert "paper" not in five
+
+
+@pytest.mark.slow
+def test_table_eight_mgn_base_ma_pld_tracked(store, cfg, dataset, fits):
+    """MGN rows at tiny widths, 1 epoch: +MA reuses the base row's model (its MA labels'
+    quality logged as ma/val/...), +PLD trains its +PLG stage one; the table has the paper's
+    column and each row's MA labels."""
+    tiny = apply_overrides(cfg, TINY + TINY_BACKBONES)
+    lines: list[str] = []
+    result = runner.run_ablation(tiny, ("mgn", "mgn+ma", "mgn+pld"), (0,), table="8",
+                                 preset="sim-tiny", dataset=dataset, progress=False,
+                                 log=lines.append)
+    assert fits["n"] == 4  # mgn, mgn+ma, and mgn+pld's stage one (mgn+plg) before it
+    children = {c.data.tags[runner.ROW_TAG]: c
+                for c in tracking.child_runs(result.parent_run_id, result.experiment_id)}
+    assert set(children) == {"mgn", "mgn+ma", "mgn+pld"}
+    ma = children["mgn+ma"]
+    assert ma.data.tags[runner.STAGE_ONE_TAG] == \
+        f"reused from finished run {children['mgn'].info.run_id}"
+    assert (ma.data.params["train.model.name"], ma.data.params["train.loss.variant"],
+            ma.data.params["train.model.hidden_dim"]) == ("mgn", "video", "32")
+    assert {"ma/val/audio/seg", "ma/val/visual/video_precision"} <= set(ma.data.metrics)
+    assert not any(k.startswith("plg/") for k in ma.data.metrics)
+    pld = children["mgn+pld"]
+    assert pld.data.tags[runner.STAGE_ONE_TAG] == f"trained in run {pld.info.run_id}"
+    assert {"pld/val/visual/seg", "stage_one/test/seg_type"} <= set(pld.data.metrics)
+    assert "| paper seg type |" in result.markdown and "| mgn+pld | MGN + PLG + PLD | 1 |" \
+        in result.markdown
+    assert "| MA (mgn+ma) | audio | 1 |" in result.markdown
+    assert "| PLD (mgn+pld) | visual | 1 |" in result.markdown
+    _, _, extra = load_checkpoint_of(ma)
+    assert extra["row"] == "mgn+ma"
+
+
+def load_checkpoint_of(run):
+    """The unit's checkpoint (its backbone from the stored config)."""
+    from vaplan.train import load_checkpoint
+
+    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
+                                                artifact_path="checkpoint/han.pt")
+    model, train_cfg, extra = load_checkpoint(local, device="cpu")
+    assert type(model).__name__ == "MGN" and train_cfg.model.name == "mgn"
+    return model, train_cfg, extra
+
+
+TINY_BACKBONES = ["train.model.hidden_dim=32", "train.model.ffn_dim=32",
+                  "train.model.audio_depth=1", "train.model.visual_depth=1",
+                  "train.model.av_depth=1", "train.model.levels=2"]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_ray_table_eight_ma_row_gets_its_base_model_from_the_driver(local_ray, store, tmp_path,
+                                                                    capsys, fits):
+    """`--table 8 --ray`: the MM-Pyramid base row finished earlier (the sequential runner);
+    the +MA trial gets that run's model from the driver (the second wave) and the table shows
+    the paper's column and the MA labels' quality."""
+    out = tmp_path / "table8.md"
+    args = ["ablation", "--preset", "sim-tiny", "--table", "8", "--no-progress",
+            "--output", str(out),
+            *sum((["--set", item] for item in THREADS + TINY + TINY_BACKBONES), [])]
+    assert run_app([*args, "--rows", "mm_pyramid"]) == 0 and fits["n"] == 1
+    capsys.readouterr()
+    assert run_app([*args, "--rows", "mm_pyramid*ma,mm_pyramid", "--ray"]) == 0
+    printed = capsys.readouterr().out
+    assert "row mm_pyramid seed 0: finished earlier" in printed
+    assert "row mm_pyramid+ma seed 0: stage one from finished run" in printed
+    assert printed.count("Ray Tune: 1 trial(s)") == 1
+    table = out.read_text()
+    assert "| mm_pyramid+ma | MM-Pyramid + MA labels (L_V) | 1 |" in table
+    assert "| MA (mm_pyramid+ma) | visual | 1 |" in table and "| paper seg type |" in table
+    assert "paper,mm_pyramid+ma,MM-Pyramid + MA labels (L_V),,seg_type,59.7000,," in \
+        out.with_suffix(".csv").read_text()
+
+
+def test_ray_gpus_per_trial_defaults_to_auto_and_refuses_bad_values(store, capsys):
+    from ray_jobs.ablation import RayOptions, trial_config
+
+    assert RayOptions().gpus_per_trial == "auto"
+    assert trial_config(get_preset("sim-tiny"), RayOptions(cpus_per_trial=2)).train.device == \
+        "cpu"  # auto: resolved per wave once Ray is up (common.trial_resources)
+    assert run_app(["ablation", "--preset", "sim-tiny", "--ray", "--gpus-per-trial", "x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --gpus-per-trial must be 'auto' or a number") and "\n" not in err

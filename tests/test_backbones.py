@@ -228,11 +228,18 @@ def test_pipeline_registers_a_backbone_that_vaplan_evaluate_scores(name, store, 
     overrides = [f"train.model.{f}={getattr(small, f)}" for f in
                  ("name", "hidden_dim", "ffn_dim", "num_heads", "audio_depth", "visual_depth",
                   "av_depth", "levels")] + ["train.num_threads=1", "train.epochs=1"]
-    model_name = f"vaplan-{name}-test"
+    # mgn: the per-backbone default name; mm_pyramid: an explicit --model-name wins
+    explicit = {"model_name": f"vaplan-{name}-test"} if name == "mm_pyramid" else {}
     cfg = pipeline_config_from_preset("sim-tiny", overrides, tracking_uri=store,
-                                      model_name=model_name, progress=False)
+                                      progress=False, **explicit)
+    model_name = explicit.get("model_name", "vaplan-mgn")
+    assert cfg.model_name == model_name
     result = run(cfg, dataset=sim_tiny)
     version = result.registration["version"]
+    from pipelines import tracking
+
+    tags = tracking.client().get_model_version(model_name, version).tags
+    assert tags["vaplan.backbone"] == name and len(tags) <= 8, sorted(tags)
     out = CliRunner().invoke(app, ["evaluate", "--model", f"models:/{model_name}/{version}",
                                    "--split", "test", "--tracking-uri", store])
     assert out.exit_code == 0, out.output

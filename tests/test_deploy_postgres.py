@@ -190,9 +190,10 @@ def _assert_nothing_lost(uri: str, experiment_id: str, parent_run_id: str, run_i
 def _concurrent_trials(uri: str, experiment: str) -> int:
     """The driver's part: store and experiment first, a parent run, then the trial processes."""
     from pipelines import tracking
+    from vaplan import store_uri
 
     experiment_id = tracking.prepare_store(uri, experiment)
-    db = tracking.sqlite_path(uri)
+    db = store_uri.sqlite_path(uri)
     assert db is None or db.exists(), "prepare_store must create the SQLite store up front"
     with tracking.start_run(experiment_id, run_name="sweep") as parent:
         parent_run_id = parent.info.run_id

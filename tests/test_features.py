@@ -118,3 +118,21 @@ def test_unreadable_file_and_bad_arguments(tmp_path, official):
         build_feature_store(root, IDS, tmp_path / "s", dtype="int8", progress=False)
     with pytest.raises(ValueError, match="duplicate"):
         build_feature_store(root, IDS + IDS[:1], tmp_path / "s", progress=False)
+
+
+def test_cli_bad_feature_file_is_one_line(tmp_path, capsys):
+    """`vaplan build-features` on a garbage .npy: exit 2, one line naming video and file."""
+    from vaplan.cli import run_app
+    from vaplan.data.llp import load_split
+
+    ids = list(load_split("val").video_ids[:2])
+    root = tmp_path / "feats"
+    _write_official(root, ids)
+    bad = root / "vggish" / f"{ids[1][:11]}.npy"
+    bad.write_bytes(b"garbage")
+    out = tmp_path / "store"
+    assert run_app(["build-features", "--feats", str(root), "--split", "val", "--max-videos",
+                    "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(bad) in err and ids[1] in err, err
+    assert not out.exists()

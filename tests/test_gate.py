@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from pipelines import commands, registry, tracking
+from pipelines import commands, registry
 from pipelines.config import pipeline_config_from_preset
 from pipelines.pipeline import run
 from pipelines.steps import CHECKPOINT, PLD_FILE, PLG_FILE
 from pipelines.steps.common import DENOISED_FILE
 from pipelines.steps.evaluation import champion_scorer
 from pipelines.steps.labels import CHOICE_FILE
+from vaplan import store_uri
 from vaplan.config import PLDConfig, RegistryConfig
 from vaplan.data.types import Features, PseudoLabels
 from vaplan.gate import gate_score_key
@@ -271,7 +272,7 @@ def test_registered_labels_are_the_ones_retrain_trained_on(seeds, tmp_path):
     denoise, retrain = second.steps["denoise"], second.steps["retrain"]
     _, _, extra = load_checkpoint(retrain.path(CHECKPOINT))
     pulled = commands.pull(MODEL, str(tmp_path / "v"), version=second.registration["version"],
-                           tracking_uri=tracking.resolve_tracking_uri(second.tracking_uri))
+                           tracking_uri=store_uri.resolve_tracking_uri(second.tracking_uri))
     digest = sha256_file(pulled / "labels.parquet")
     assert digest == extra["labels"] == denoise.digest(PLD_FILE)
     choice = read_json(denoise.path(CHOICE_FILE))

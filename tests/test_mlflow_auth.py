@@ -28,12 +28,13 @@ from pipelines import commands, registry, tracking
 from pipelines.config import pipeline_config_from_preset
 from pipelines.pipeline import run
 from servers import mlflow_auth_server
+from vaplan import store_uri
 from vaplan.errors import TrackingAuthError
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "vaplan-han"  # made by the init script, with the grants of docs/deploy.md
-CREDENTIAL_VARS = (*tracking.CREDENTIALS, *tracking.PROMOTER)
+CREDENTIAL_VARS = (*store_uri.CREDENTIALS, *tracking.PROMOTER)
 
 
 def _init_script():
@@ -181,7 +182,7 @@ def test_promoter_needs_both_variables_and_urls_hide_passwords(monkeypatch):
         with tracking.promoter_credentials():
             pass
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "trainer")
-    message = tracking.auth_message(401, "http://trainer:s3cret@mlflow.lab:5000")
+    message = store_uri.auth_message(401, "http://trainer:s3cret@mlflow.lab:5000")
     assert "s3cret" not in message and "http://mlflow.lab:5000" in message
 
 

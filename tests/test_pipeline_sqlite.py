@@ -16,6 +16,11 @@ from pipelines import commands, registry, tracking
 from vaplan.label_table import labels_table, read_labels, write_labels
 from pipelines.config import STEP_NAMES, pipeline_config_from_preset
 from pipelines.pipeline import run
+from pipelines.steps import CHECKPOINT
+from pipelines.steps.labels import CHOICE_FILE
+from pipelines.steps.training import kept_plg_labels
+from vaplan.io import read_json
+from vaplan import runs, store_uri
 from vaplan.data.types import PseudoLabels
 from vaplan.metrics import SCORE_KEYS
 
@@ -26,7 +31,7 @@ STEP_SECTIONS = {"generate_labels": "plg.", "train": "train.", "denoise": "pld."
                  "register": ("registry.", "pipeline.")}
 VERSION_TAGS = ("vaplan.sha256.checkpoint", "vaplan.sha256.labels", "vaplan.dataset_digest",
                 "vaplan.score.val/seg_type", "vaplan.promotion.decision",
-                "vaplan.promotion.improvement", "vaplan.promotion.interval")
+                "vaplan.promotion.improvement", "vaplan.promotion.interval", "vaplan.backbone")
 THREADS = ["train.num_threads=1"]  # 2 OpenMP threads on 2 shared cores mostly spin
 
 
@@ -54,24 +59,24 @@ def pipeline(store, dataset, tmp_path_factory):
 
 def test_tracking_uri_resolution_and_ui_links(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    default = tracking.resolve_tracking_uri(cwd=tmp_path)
+    default = store_uri.resolve_tracking_uri(cwd=tmp_path)
     assert default == f"sqlite:///{tmp_path.resolve()}/mlruns/mlflow.db"
-    assert tracking.default_artifact_root(default) == tmp_path.resolve() / "mlruns/artifacts"
-    assert "--default-artifact-root" in tracking.ui_command(default)
+    assert store_uri.default_artifact_root(default) == tmp_path.resolve() / "mlruns/artifacts"
+    assert "--default-artifact-root" in store_uri.ui_command(default)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    assert tracking.resolve_tracking_uri(cwd=tmp_path) == "http://127.0.0.1:5000"
-    assert tracking.resolve_tracking_uri("sqlite:////x/y.db") == "sqlite:////x/y.db"
-    assert tracking.resolve_tracking_uri("sqlite:///x.db", cwd=tmp_path) == \
+    assert store_uri.resolve_tracking_uri(cwd=tmp_path) == "http://127.0.0.1:5000"
+    assert store_uri.resolve_tracking_uri("sqlite:////x/y.db") == "sqlite:////x/y.db"
+    assert store_uri.resolve_tracking_uri("sqlite:///x.db", cwd=tmp_path) == \
         f"sqlite:///{tmp_path.resolve()}/x.db"  # relative: made absolute for other processes
-    assert tracking.default_artifact_root("http://127.0.0.1:5000") is None
-    links = tracking.ui_links(default, "3", "abc").splitlines()
+    assert store_uri.default_artifact_root("http://127.0.0.1:5000") is None
+    links = store_uri.ui_links(default, "3", "abc").splitlines()
     assert links[0].startswith("browse the runs: mlflow ui --backend-store-uri sqlite:///")
     assert links[1] == "experiment: http://127.0.0.1:5000/#/experiments/3" \
                        "?workflowType=machine_learning"
     assert links[2].endswith("/#/experiments/3/runs/abc?workflowType=machine_learning")
-    assert tracking.ui_links("http://h:5000/", "3").splitlines() == [
+    assert store_uri.ui_links("http://h:5000/", "3").splitlines() == [
         "experiment: http://h:5000/#/experiments/3?workflowType=machine_learning"]
-    assert tracking.short_name("sim-tiny", "", "train.lr=1e-3", run_id="3f2a9c") == \
+    assert runs.short_name("sim-tiny", "", "train.lr=1e-3", run_id="3f2a9c") == \
         "sim-tiny train.lr=1e-3 3f2a"
 
 
@@ -98,10 +103,14 @@ def test_crash_then_resume_reuses_finished_steps(pipeline):
     crashed = tracking.child_runs(first_parent, result.experiment_id)
     assert [r.info.run_name for r in crashed] == ["generate_labels", "train"]
     assert all(r.info.status == "FINISHED" for r in crashed)
-    assert result.reused_steps == ["generate_labels", "train"]
+    # PLD does not beat PLG on sim-tiny's val, so retrain would repeat train: it reuses it
+    assert kept_plg_labels(result.registration["labels"])
+    assert result.reused_steps == ["generate_labels", "train", "retrain"]
     resumed = {r.info.run_name: r for r in tracking.child_runs(result.parent_run_id,
                                                                result.experiment_id)}
     assert resumed["train"].data.tags["vaplan.reused_from"] == crashed[1].info.run_id
+    assert resumed["retrain"].data.tags["vaplan.reused_from"] == crashed[1].info.run_id
+    assert result.steps["retrain"].digest(CHECKPOINT) == result.steps["train"].digest(CHECKPOINT)
     assert "vaplan.reused_from" not in resumed["denoise"].data.tags
     history = client.get_metric_history(resumed["train"].info.run_id, "epoch/train_loss")
     epochs = pipeline_config_from_preset("sim-tiny").experiment.train.epochs
@@ -253,3 +262,24 @@ def test_cli_pull_and_evaluate(pipeline, store, tmp_path):
                                  "--dest", str(tmp_path / "cli"), "--tracking-uri", store])
     assert pulled.exit_code == 0, pulled.output
     assert (tmp_path / "cli" / "checkpoint.pt").is_file()
+
+
+def test_retrain_trains_again_on_labels_pld_changed(store, dataset):
+    """pld.apply=always: retrain trains on the PLD labels (its own run, not train's outputs)."""
+    seen = {}
+
+    def stop_after_retrain(name, result):
+        seen[name] = result
+        if name == "denoise":  # the work dir is gone once the run ends
+            seen["choice"] = read_json(result.path(CHOICE_FILE))
+        if name == "retrain":
+            raise SimulatedCrash("enough")
+
+    cfg = pipeline_config_from_preset("sim-tiny", [*THREADS, "pld.apply=always",
+                                                   "train.epochs=1"], tracking_uri=store,
+                                      model_name=MODEL, progress=False, register=False)
+    with pytest.raises(SimulatedCrash):
+        run(cfg, after_step=stop_after_retrain, dataset=dataset)
+    assert not kept_plg_labels(seen["choice"])
+    assert not seen["retrain"].reused and seen["retrain"].key != seen["train"].key
+

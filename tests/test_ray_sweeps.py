@@ -14,9 +14,9 @@ import socket
 import pytest
 from servers import dead_pid
 
-from pipelines import tracking
 from ray_jobs import common, tune_pld, tune_plg, tune_train
-from ray_jobs.sweep import EXIT_INTERRUPTED, EXIT_INVALID
+from vaplan import runs, store_uri
+from vaplan.sweep_options import EXIT_INTERRUPTED, EXIT_INVALID
 from vaplan import sweeps as spaces
 from conftest import RAY_TEST_TOKEN
 
@@ -169,7 +169,7 @@ def test_tune_plg_child_runs_and_a_failing_trial(local_ray, where):
     assert parent.data.tags["vaplan.best_run_id"] == best.info.run_id
     assert parent.data.metrics[tune_plg.OBJECTIVE] == best.data.metrics[tune_plg.OBJECTIVE]
     # every trial run was written by the driver (this process), none by a Ray worker
-    assert {run.data.tags[tracking.PID_TAG] for run in trials} == {str(os.getpid())}
+    assert {run.data.tags[runs.PID_TAG] for run in trials} == {str(os.getpid())}
 
 
 def test_sweep_lands_in_its_own_experiment_with_best_trial_and_table(local_ray, where,
@@ -193,7 +193,7 @@ def test_sweep_lands_in_its_own_experiment_with_best_trial_and_table(local_ray, 
                                       for r in children)
     best = [r for r in children if r.data.tags.get("vaplan.best_trial") == "true"]
     assert len(best) == 1 and best[0].info.run_id == parent.data.tags["vaplan.best_run_id"]
-    url = tracking.ui_url(uri, parent.info.experiment_id, best[0].info.run_id)
+    url = store_uri.ui_url(uri, parent.info.experiment_id, best[0].info.run_id)
     assert "workflowType=machine_learning" in url
     assert f"]({url})" in parent.data.tags["mlflow.note.content"]
     path = client.download_artifacts(parent.info.run_id, "trials.json", str(tmp_path))
@@ -226,7 +226,7 @@ def test_tune_train_asha_reports_every_epoch(local_ray, where):
     assert {run.data.params["train.loss.variant"] for run in trials} == {"richness", "naive"}
     assert all(run.data.params["train.num_threads"] == "1" for run in trials)
     assert tune_train.OBJECTIVE in parent.data.metrics  # the winner's, under the same name
-    assert {run.data.tags[tracking.PID_TAG] for run in trials} == {str(os.getpid())}
+    assert {run.data.tags[runs.PID_TAG] for run in trials} == {str(os.getpid())}
 
 
 def test_tune_train_groups_and_gpus_auto_on_a_cpu_only_ray(local_ray, where, capsys):
@@ -323,12 +323,12 @@ def test_resumed_tune_train_never_reruns_a_finished_trial(local_ray, where):
     client, before = interrupt(tune_train.main, sweep, "train-resume", 4)
     experiment_id = client.get_experiment_by_name("vaplan-sweeps").experiment_id
     dead = client.create_run(experiment_id, run_name="left by a SIGKILLed process",
-                             tags={tracking.HOST_TAG: socket.gethostname(),
-                                   tracking.PID_TAG: str(dead_pid())}).info.run_id
+                             tags={runs.HOST_TAG: socket.gethostname(),
+                                   runs.PID_TAG: str(dead_pid())}).info.run_id
     assert tune_train.main([*sweep, "--resume"]) == 0
     assert client.get_run(dead).info.status == "KILLED"
     parent = check_resumed(uri, "train-resume", before, 6)
-    assert parent.data.tags[tracking.PID_TAG] == str(os.getpid())  # the resuming driver owns it
+    assert parent.data.tags[runs.PID_TAG] == str(os.getpid())  # the resuming driver owns it
 
 
 # ------------------------------------------------------------ tune_pld: the "no denoising" arm

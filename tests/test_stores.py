@@ -26,6 +26,7 @@ from mlflow import MlflowClient
 from servers import dead_pid
 
 from pipelines import commands, tracking
+from vaplan import runs as owner, store_uri
 from vaplan.errors import StoreNotFoundError
 
 PIPELINE = [sys.executable, "-m", "pipelines", "--preset", "sim-tiny", "--quiet",
@@ -119,12 +120,12 @@ def test_mlflow_default_uri_is_kept_for_later_calls(tmp_path, monkeypatch):
     mlflow.set_tracking_uri(None)
     mlflow_default = mlflow.get_tracking_uri()
     assert mlflow_default == f"sqlite:///{tmp_path.resolve()}/mlflow.db"  # MLflow 3.17
-    assert tracking.resolve_tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlruns/mlflow.db"
+    assert store_uri.resolve_tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlruns/mlflow.db"
     assert tracking.use_tracking_uri(mlflow_default) == mlflow_default
     assert os.environ["MLFLOW_TRACKING_URI"] == mlflow_default
-    assert tracking.resolve_tracking_uri() == mlflow_default
+    assert store_uri.resolve_tracking_uri() == mlflow_default
     assert mlflow.get_registry_uri() == mlflow_default
-    relative = tracking.resolve_tracking_uri("sqlite:///mlflow.db?timeout=30")
+    relative = store_uri.resolve_tracking_uri("sqlite:///mlflow.db?timeout=30")
     assert relative == f"sqlite:///{tmp_path.resolve()}/mlflow.db?timeout=30"
     assert tree(tmp_path) == []
 
@@ -180,7 +181,7 @@ def test_two_pipelines_started_together_on_a_fresh_store(tmp_path):
     experiment = client.get_experiment_by_name("vaplan")
     parents = client.search_runs([experiment.experiment_id], "tags.`vaplan.pipeline` = 'parent'")
     assert sorted(run.info.status for run in parents) == ["FINISHED", "FINISHED"]
-    assert {run.data.tags[tracking.PID_TAG] for run in parents} == {str(p.pid) for p in procs}
+    assert {run.data.tags[owner.PID_TAG] for run in parents} == {str(p.pid) for p in procs}
 
 
 # ------------------------------------------------------------ dead processes, signals
@@ -189,14 +190,14 @@ def test_prepare_store_marks_runs_of_dead_processes_killed(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     experiment_id = tracking.prepare_store(uri)
     client = MlflowClient(uri)
-    me, host = tracking.process_tags(), socket.gethostname()
+    me, host = owner.process_tags(), socket.gethostname()
     cases = {
-        "dead pid": {tracking.HOST_TAG: host, tracking.PID_TAG: str(dead_pid())},
-        "pid reused": {**me, tracking.PID_STARTED_TAG: "1000.00"},
-        "other host": {tracking.HOST_TAG: host + "-elsewhere", tracking.PID_TAG: str(dead_pid())},
+        "dead pid": {owner.HOST_TAG: host, owner.PID_TAG: str(dead_pid())},
+        "pid reused": {**me, owner.PID_STARTED_TAG: "1000.00"},
+        "other host": {owner.HOST_TAG: host + "-elsewhere", owner.PID_TAG: str(dead_pid())},
         "alive": me,
         "no owner": {},  # a run made outside the project: left alone
-        "bad pid": {tracking.HOST_TAG: host, tracking.PID_TAG: "x"},
+        "bad pid": {owner.HOST_TAG: host, owner.PID_TAG: "x"},
     }
     runs = {name: client.create_run(experiment_id, tags=tags, run_name=name).info.run_id
             for name, tags in cases.items()}
@@ -205,7 +206,7 @@ def test_prepare_store_marks_runs_of_dead_processes_killed(tmp_path):
     status = {name: client.get_run(run_id).info.status for name, run_id in runs.items()}
     assert status == {"dead pid": "KILLED", "pid reused": "KILLED", "other host": "RUNNING",
                       "alive": "RUNNING", "no owner": "RUNNING", "bad pid": "RUNNING"}
-    assert "is gone" in client.get_run(runs["dead pid"]).data.tags[tracking.KILLED_TAG]
+    assert "is gone" in client.get_run(runs["dead pid"]).data.tags[owner.KILLED_TAG]
     assert tracking.mark_dead_runs(experiment_id) == []  # nothing left to mark
 
 
@@ -217,8 +218,8 @@ def test_runs_record_their_process_and_end_killed_on_a_signal(tmp_path):
     # sends to itself reaches our handler and never the test runner.
     outside = signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
-        with pytest.raises(tracking.Terminated) as stopped:
-            with tracking.stop_on_signals():
+        with pytest.raises(owner.Terminated) as stopped:
+            with owner.stop_on_signals():
                 with tracking.start_run(experiment_id, run_name="parent") as parent:
                     with tracking.start_child_run(parent.info.run_id, experiment_id) as child:
                         os.kill(os.getpid(), signal.SIGTERM)
@@ -231,9 +232,9 @@ def test_runs_record_their_process_and_end_killed_on_a_signal(tmp_path):
     for run_id in (parent.info.run_id, child.info.run_id):
         run = client.get_run(run_id)
         assert run.info.status == "KILLED"
-        assert run.data.tags[tracking.PID_TAG] == str(os.getpid())
-        assert run.data.tags[tracking.HOST_TAG] == socket.gethostname()
-        assert run.data.tags[tracking.KILLED_TAG] == "stopped by SIGTERM"
+        assert run.data.tags[owner.PID_TAG] == str(os.getpid())
+        assert run.data.tags[owner.HOST_TAG] == socket.gethostname()
+        assert run.data.tags[owner.KILLED_TAG] == "stopped by SIGTERM"
     with pytest.raises(RuntimeError):
         with tracking.start_run(experiment_id, run_name="fails") as failed:
             raise RuntimeError("boom")

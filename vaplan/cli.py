@@ -3,14 +3,15 @@ commands, from `pipelines` (MLflow) and `ray_jobs` (Ray); this module imports ne
 
     vaplan run --preset sim-small               the tracked pipeline (`make demo`)
     vaplan sweep plg|train|pld|all [ARGS...]    Ray Tune sweeps (`vaplan sweep plg --help`)
-    vaplan ablation --preset sim-small          Table 5 (--table 6, --ray) on LLP-sim
+    vaplan ablation --preset sim-small          Table 5 (--table 6|8, --ray) on LLP-sim
     vaplan teach --videos DIR --split-csv FILE --out CACHE
-    vaplan build-features --feats DIR --split val --out STORE
+    vaplan build-features --feats DIR --split val --out STORE   (--dataset ave: docs/ave.md)
     vaplan doctor --preset llp --set data.feature_dir=DIR --set data.teacher_cache=DIR
     vaplan pull --model vaplan-han --alias champion --dest DIR
     vaplan evaluate --model models:/vaplan-han@champion --split test
     vaplan report models:/vaplan-han@champion --out champion.html
     vaplan import-checkpoint MMIL_Net.pt --out han.pt
+    vaplan register-checkpoint han.pt --preset llp --set data.feature_dir=DIR
 
 User errors (`vaplan.errors.UserError`, bad options) end as one line `error: <message>` on
 stderr with exit status 2, in every CLI of the project: `main` here for `vaplan`,
@@ -69,8 +70,9 @@ def run(preset: str = typer.Option("sim-small", help="config preset (vaplan.conf
         set_: Optional[List[str]] = set_option(),
         tracking_uri: Optional[str] = store_option(),
         experiment: str = typer.Option("vaplan", help="MLflow experiment of the runs"),
-        model_name: str = typer.Option("vaplan-han", help="registered model (a new version "
-                                       "per run)"),
+        model_name: Optional[str] = typer.Option(None, help="registered model (a new "
+                                                 "version per run; default: one per backbone, "
+                                                 "vaplan-han, vaplan-mgn, vaplan-mm-pyramid)"),
         promote_metric: str = typer.Option("val/seg_type", help="val/<score> the promotion "
                                            "gate compares"),
         run_name: str = typer.Option("", help="parent run name (default: <preset> "
@@ -141,11 +143,14 @@ def sweep(ctx: typer.Context,
 @app.command()
 def ablation(preset: str = typer.Option("sim-small", help="config preset (vaplan.config.PRESETS)"),
              set_: Optional[List[str]] = set_option(),
-             table: str = typer.Option("5", help="5 (baseline ... + PLD) or 6 (richness-aware "
-                                       "loss: 2, CR, SR, 4)"),
+             table: str = typer.Option("5", help="5 (baseline ... + PLD), 6 (richness-aware "
+                                       "loss: 2, CR, SR, 4) or 8 (MGN, MM-Pyramid: base, "
+                                       "+MA, +PLG, +PLD)"),
              rows: Optional[str] = typer.Option(None, help="rows of the table, e.g. 1,2 "
                                                 "(default: all; Table 5: 1..5, Table 6: "
-                                                "2,CR,SR,4)"),
+                                                "2,CR,SR,4; Table 8: mgn, mgn+ma, mgn+plg, "
+                                                "mgn+pld, the same for mm_pyramid; a pattern "
+                                                "such as 'mgn*' picks several)"),
              seeds: Optional[str] = typer.Option(None, help="train.seed values, e.g. 0,1,2 "
                                                  "(default: the config's train.seed)"),
              output: Optional[Path] = typer.Option(None, help="also write the table here "
@@ -164,8 +169,10 @@ def ablation(preset: str = typer.Option("sim-small", help="config preset (vaplan
              num_cpus: Optional[int] = typer.Option(None, help="--ray: CPUs of a new local Ray"),
              cpus_per_trial: float = typer.Option(1.0, help="--ray: CPUs per trial (also its "
                                                   "torch threads)"),
-             gpus_per_trial: float = typer.Option(0.0, help="--ray: GPUs per trial, e.g. 0.5 "
-                                                  "(> 0 trains on cuda)"),
+             gpus_per_trial: str = typer.Option("auto", help="--ray: GPUs per trial: auto "
+                                                "(the cluster's GPUs shared by the trials of "
+                                                "a wave; 0 without GPUs) or a number, e.g. "
+                                                "0.5 (> 0 trains on cuda)"),
              storage_path: Optional[Path] = typer.Option(None, help="--ray: Tune storage "
                                                          "(default: a temporary folder; shared "
                                                          "storage on a multi-node cluster)"),
@@ -173,8 +180,9 @@ def ablation(preset: str = typer.Option("sim-small", help="config preset (vaplan
                                                    "experiment (config + metrics) as CSV"),
              train: bool = typer.Option(True, help="--no-train: only --export, from an "
                                         "existing store")):
-    """Table 5 (baseline, PLG, + L'_S, + L_S, + PLD) or Table 6 (CR only, SR only): each row x
-    seed an MLflow run; resumable.
+    """Table 5 (baseline, PLG, + L'_S, + L_S, + PLD), Table 6 (CR only, SR only) or Table 8
+    (VAPLAN's labels on MGN and MM-Pyramid, docs/backbones.md): each row x seed an MLflow
+    run; resumable.
 
     Runs go to the experiment `vaplan-ablations`; the same command again resumes (finished
     rows x seeds are skipped), also across --ray and the default one-after-the-other.
@@ -184,6 +192,8 @@ def ablation(preset: str = typer.Option("sim-small", help="config preset (vaplan
         vaplan ablation --preset sim-tiny --rows 1,2 --seeds 0,1
 
         vaplan ablation --preset sim-small --table 6 --seeds 0,1,2 --ray --cpus-per-trial 1
+
+        vaplan ablation --preset sim-full --table 8 --rows 'mgn*' --seeds 0,1
 
         vaplan ablation --preset sim-small --output results/table5.md --export runs.csv
 
@@ -225,7 +235,7 @@ def ablation(preset: str = typer.Option("sim-small", help="config preset (vaplan
 
         count = export_runs(export, tracking_uri=result.tracking_uri, experiment=experiment)
         typer.echo(f"[ablation] {count} unit runs of {experiment!r} written to {export}")
-    from pipelines.tracking import ui_links
+    from vaplan.store_uri import ui_links
 
     typer.echo(ui_links(result.tracking_uri, result.experiment_id, result.parent_run_id))
 
@@ -237,21 +247,53 @@ def _write_text(path: Path, text: str) -> None:
 
 
 @app.command("build-features")
-def build_features(feats: Path = typer.Option(..., help="folder with vggish/, res152/, r2plus1d_18/"),
-                   split: str = typer.Option(..., help="train, val or test"),
+def build_features(feats: Optional[Path] = typer.Option(None, help="llp: folder with vggish/, "
+                                                        "res152/, r2plus1d_18/"),
+                   split: Optional[str] = typer.Option(None, help="llp: train, val or test"),
                    out: Path = typer.Option(..., help="output store folder"),
                    dtype: str = typer.Option("float16", help="float16 or float32"),
-                   max_videos: int = typer.Option(0, min=0, help="only the first N videos of "
+                   max_videos: int = typer.Option(0, min=0, help="llp: only the first N videos of "
                                                   "the split file (0 = all), as "
-                                                  "data.max_train_videos/max_eval_videos")):
-    """Validate the official LLP feature files of a split and write one compact store.
+                                                  "data.max_train_videos/max_eval_videos; ave: "
+                                                  "only the first N rows of the .h5 files"),
+                   dataset: str = typer.Option("llp", help="llp or ave (docs/ave.md)"),
+                   audio: Optional[Path] = typer.Option(None, help="ave: audio_feature.h5"),
+                   visual: Optional[Path] = typer.Option(None, help="ave: visual_feature.h5"),
+                   noisy_audio: Optional[Path] = typer.Option(None, help="ave: "
+                                                              "audio_feature_noisy.h5"),
+                   noisy_visual: Optional[Path] = typer.Option(None, help="ave: "
+                                                               "visual_feature_noisy.h5")):
+    """Validate official feature files and write one compact store (LLP: one split; AVE: all).
 
-    Example (the official AVVP feature folders vggish/, res152/, r2plus1d_18/ under DIR):
+    Examples (LLP: the official AVVP feature folders vggish/, res152/, r2plus1d_18/ under DIR;
+    AVE: the .h5 files of AVE-ECCV18, the background videos optional):
 
         vaplan build-features --feats DIR --split val --out stores/val
+
+        vaplan build-features --dataset ave --audio audio_feature.h5 --visual visual_feature.h5 --noisy-audio audio_feature_noisy.h5 --noisy-visual visual_feature_noisy.h5 --out stores/ave
     """
     import numpy as np
 
+    given = {"--audio": audio, "--visual": visual, "--noisy-audio": noisy_audio,
+             "--noisy-visual": noisy_visual, "--feats": feats, "--split": split}
+    if dataset == "ave":
+        from vaplan.data.ave import build_ave_feature_store
+
+        wrong = [name for name in ("--feats", "--split") if given[name] is not None]
+        if wrong or audio is None or visual is None:
+            raise UserError(f"--dataset ave needs --audio and --visual (and takes no "
+                            f"{'/'.join(wrong) or '--feats/--split'})")
+        path = build_ave_feature_store(audio, visual, out, noisy_audio, noisy_visual, dtype,
+                                       max_videos)
+        typer.echo(f"wrote {path}")
+        return
+    if dataset != "llp":
+        raise UserError(f"--dataset must be llp or ave, got {dataset!r}")
+    wrong = [name for name in ("--audio", "--visual", "--noisy-audio", "--noisy-visual")
+             if given[name] is not None]
+    if wrong or feats is None or split is None:
+        raise UserError(f"--dataset llp needs --feats and --split (and takes no "
+                        f"{'/'.join(wrong) or 'AVE .h5 options'})")
     from vaplan.data.features import build_feature_store
     from vaplan.data.llp import load_split
 
@@ -373,6 +415,41 @@ def import_checkpoint(source: Path = typer.Argument(..., help="state_dict saved 
     typer.echo(f"wrote {path}: HAN with {HAN_PARAMETERS:,} of the official {OFFICIAL_PARAMETERS:,} "
                f"parameters ({len(RENAMED)} keys renamed, {len(UNUSED)} unused keys dropped); "
                f"source sha256 {extra['source_sha256']}")
+
+
+@app.command("register-checkpoint")
+def register_checkpoint(checkpoint: Path = typer.Argument(..., help="a vaplan checkpoint, e.g. "
+                                                          "from vaplan import-checkpoint"),
+                        model_name: str = typer.Option("vaplan-han-official", help="registered "
+                                                       "model that receives the version"),
+                        preset: str = typer.Option("sim-small", help="the dataset it is scored "
+                                                   "on (vaplan.config.PRESETS)"),
+                        set_: Optional[List[str]] = set_option(),
+                        tracking_uri: Optional[str] = store_option()):
+    """Score a trained HAN checkpoint on val and test and register it, gated against the
+    model's champion like a pipeline's version (docs/pipelines.md).
+
+    `han.pt` may come from `vaplan import-checkpoint MMIL_Net.pt --out han.pt`.
+
+    Examples:
+
+        vaplan register-checkpoint han.pt --preset sim-small
+
+        vaplan register-checkpoint han.pt --preset llp --set data.feature_dir=/data/llp/features
+    """
+    from vaplan.config import apply_overrides, get_preset, validate_experiment
+
+    experiment = apply_overrides(get_preset(preset), list(set_ or []))
+    validate_experiment(experiment)
+    from pipelines.imported import register_checkpoint as register
+
+    record = register(checkpoint, experiment, model_name=model_name, preset=preset,
+                      tracking_uri=tracking_uri)
+    decision = record["decision"]
+    typer.echo(f"registered {record['model_uri']}: val/seg_type "
+               f"{record['scores']['val']['seg_type']:.2f}, test/seg_type "
+               f"{record['scores']['test']['seg_type']:.2f}; "
+               f"{'champion' if decision['promoted'] else 'not promoted'} ({decision['reason']})")
 
 
 def _register_teach() -> None:

@@ -35,3 +35,8 @@ class NonFiniteTrainingError(RuntimeError):
 class TrackingAuthError(UserError, PermissionError):
     """An MLflow server refused the credentials (401) or the permission (403); names the
     server, the account and what to set (docs/deploy.md, "Accounts")."""
+
+
+class FeatureFileError(UserError, ValueError):
+    """A malformed feature file or feature store, LLP or AVE (one line naming file and row)."""
+

@@ -51,11 +51,14 @@ def denoise_pseudo_labels(prob_seg: np.ndarray, pseudo: PseudoLabels,
 
 
 def fit(cfg: TrainConfig, dataset: Dataset, pseudo: PseudoLabels | None, on_epoch=None,
-        progress: bool = True):
-    """Train HAN on dataset.train with `pseudo` targets (None: weak labels), select on val."""
+        progress: bool = True, targets=None):
+    """Train the backbone (`cfg.model.name`) on dataset.train with `pseudo` targets (None:
+    weak labels), or with ready `targets` (vaplan.train.TrainTargets, e.g. MA's); select on
+    val."""
     from vaplan.train import build_targets, train_han  # torch is imported only when training
 
-    targets = build_targets(dataset.train, pseudo)
+    if targets is None:
+        targets = build_targets(dataset.train, pseudo)
     return train_han(cfg, dataset.train, targets, dataset.val, on_epoch=on_epoch,
                      progress=progress)
 

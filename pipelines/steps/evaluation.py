@@ -107,8 +107,9 @@ def register(ctx: StepContext, dataset: Dataset, experiment: ExperimentConfig, m
                                        "parent_run_id": ctx.parent_run_id})
         version = str(info.registered_model_version)
         with tracking.promoter_credentials():  # a registry write (docs/deploy.md, "Accounts")
-            tracking.client().set_model_version_tag(model_name, version, registry.DATASET_TAG,
-                                                    dataset.digest)
+            for tag, value in ((registry.DATASET_TAG, dataset.digest),
+                               (registry.BACKBONE_TAG, experiment.train.model.name)):
+                tracking.client().set_model_version_tag(model_name, version, tag, value)
         labels = read_json(pld.path(CHOICE_FILE))
         notes = results_markdown(split_scores, dict(quality or {}), labels)
         decision = registry.apply_promotion_gate(

@@ -1,10 +1,5 @@
-"""Label steps: PLG (`generate_labels`) and PLD (`denoise`), their quality metrics and plots.
-
-`denoise` also decides, per modality, which labels the retrain step trains on (`pld.apply`,
-`vaplan.method.choose_labels`): `labels/pld.parquet` holds exactly those labels (its `stage`
-column says `pld` or `plg` per modality), `labels/denoised.parquet` the raw PLD output and
-`labels/choice.json` the decision with its evidence.
-"""
+"""Label steps: PLG (`generate_labels`) and PLD (`denoise`, which also chooses per modality the
+labels retrain trains on, `pld.apply`; docs/pipelines.md), their quality metrics and plots."""
 
 from __future__ import annotations
 

@@ -6,15 +6,18 @@ from pathlib import Path
 
 from pipelines.reuse import StepContext, StepLog, StepResult, run_step
 from pipelines.steps.common import CHECKPOINT, PLD_FILE, PLG_FILE, log_label_input
+from pipelines.steps.labels import CHOICE_FILE
 from vaplan.config import TrainConfig
 from vaplan.data.types import Dataset
+from vaplan.io import read_json
 from vaplan.label_table import split_labels
 from vaplan.method import fit
 from vaplan.train import save_checkpoint
 
 
 def train(ctx: StepContext, dataset: Dataset, cfg: TrainConfig, labels: StepResult,
-          labels_name: str = PLG_FILE, step_name: str = "train") -> StepResult:
+          labels_name: str = PLG_FILE, step_name: str = "train",
+          same_as: str | None = None) -> StepResult:
     """Train HAN on the pseudo labels of `labels`; per-epoch metrics with the epoch as step."""
     def compute(out: Path, log: StepLog) -> None:
         def on_epoch(stats) -> None:
@@ -31,11 +34,20 @@ def train(ctx: StepContext, dataset: Dataset, cfg: TrainConfig, labels: StepResu
                     f"best/val/{cfg.select_metric}": result.best_score})
 
     inputs = {"dataset": dataset.digest, "labels": labels.digest(labels_name)}
-    return run_step(ctx, step_name, cfg, inputs, compute,
+    return run_step(ctx, step_name, cfg, inputs, compute, same_as=same_as,
                     on_start=lambda: log_label_input(labels, labels_name, "training"))
 
 
-def retrain(ctx: StepContext, dataset: Dataset, cfg: TrainConfig,
-            denoised: StepResult) -> StepResult:
-    """Train HAN again on the PLD labels (the model that gets registered)."""
+def retrain(ctx: StepContext, dataset: Dataset, cfg: TrainConfig, denoised: StepResult,
+            plg: StepResult) -> StepResult:
+    """Train HAN again on the labels PLD chose (the model that gets registered). When PLD kept
+    PLG's labels in both modalities, that is the `train` step's computation (same config,
+    dataset and labels), so its outputs are reused instead of training twice."""
+    if kept_plg_labels(read_json(denoised.path(CHOICE_FILE))):
+        return train(ctx, dataset, cfg, plg, step_name="retrain", same_as="train")
     return train(ctx, dataset, cfg, denoised, labels_name=PLD_FILE, step_name="retrain")
+
+
+def kept_plg_labels(choice: dict) -> bool:
+    """Did the denoise step keep PLG's labels for every modality (labels/choice.json)?"""
+    return all(made["source"] == "plg" for made in choice["modalities"].values())

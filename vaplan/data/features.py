@@ -23,6 +23,7 @@ import numpy as np
 
 from vaplan.categories import NUM_SEGMENTS
 from vaplan.data.types import Features, SplitData
+from vaplan.errors import FeatureFileError
 from vaplan.io import atomic_dir
 
 FRAMES_PER_SEGMENT = 8
@@ -45,15 +46,15 @@ def read_official_feature(feats_root: Path, stream: str, video_id: str) -> np.nd
     folder, shape = STREAMS[stream]
     path = Path(feats_root) / folder / f"{official_id(video_id)}.npy"
     if not path.is_file():
-        raise ValueError(f"video {video_id}: missing {stream} feature file {path}")
+        raise FeatureFileError(f"video {video_id}: missing {stream} feature file {path}")
     try:
         array = np.load(path, allow_pickle=False)
     except Exception as err:
-        raise ValueError(f"video {video_id}: cannot read {path}: {err}") from err
+        raise FeatureFileError(f"video {video_id}: cannot read {path}: {err}") from err
     if array.shape != shape:
-        raise ValueError(f"video {video_id}: {path} has shape {array.shape}, expected {shape}")
+        raise FeatureFileError(f"video {video_id}: {path} has shape {array.shape}, expected {shape}")
     if not np.isfinite(array).all():
-        raise ValueError(f"video {video_id}: {path} contains NaN or inf values")
+        raise FeatureFileError(f"video {video_id}: {path} contains NaN or inf values")
     return array.astype(np.float32, copy=False)
 
 
@@ -87,7 +88,7 @@ def _write_arrays(feats_root: Path, ids: list[str], folder: Path, dtype: np.dtyp
                 array = pool_frames(array)  # (80, 2048) -> (10, 2048)
             cast = array.astype(dtype)
             if not np.isfinite(cast).all():
-                raise ValueError(f"video {video_id}: {name} features overflow {dtype.name}")
+                raise FeatureFileError(f"video {video_id}: {name} features overflow {dtype.name}")
             out[row] = cast
     for out in outs.values():
         out.flush()
@@ -147,11 +148,11 @@ def load_feature_store(path: str | os.PathLike, video_ids: Iterable[str] | None 
         arrays = {name: np.load(path / f"{name}.npy", mmap_mode=mode, allow_pickle=False)
                   for name in (*STREAMS, "video_ids")}
     except (OSError, ValueError) as err:
-        raise ValueError(f"feature store {path} is incomplete or corrupt: {err}") from err
+        raise FeatureFileError(f"feature store {path} is incomplete or corrupt: {err}") from err
     stored = arrays.pop("video_ids")
     for name, array in arrays.items():
         if array.ndim != 3 or array.shape[:2] != (len(stored), NUM_SEGMENTS):
-            raise ValueError(f"feature store {path}: {name}.npy has shape {array.shape}, "
+            raise FeatureFileError(f"feature store {path}: {name}.npy has shape {array.shape}, "
                              f"expected ({len(stored)}, {NUM_SEGMENTS}, D)")
     rows = None if video_ids is None else _rows_for(stored, video_ids, path)
     if rows is not None:

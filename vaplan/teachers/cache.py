@@ -437,8 +437,8 @@ def _list_lengths(column) -> np.ndarray:
 def _check_random(meta: Mapping[str, Any], allow_random: bool, where: str) -> None:
     if meta.get("random_weights") and not allow_random:
         raise CacheError(f"{where}: this cache was scored with RANDOM teacher weights "
-                         f"(a smoke test); pass allow_random=True / --allow-random-weights "
-                         f"only if that is what you want")
+                         f"(a smoke test); a run accepts it only with --set data.allow_random_teachers=true "
+                         f"(allow_random=True from Python), and only if that is what you want")
 
 
 def cached_video_ids(path: str | os.PathLike, modality: str) -> set[str]:
