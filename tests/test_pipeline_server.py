@@ -20,6 +20,7 @@ from pipelines import commands, tracking
 from servers import mlflow_server
 from pipelines.config import STEP_NAMES, pipeline_config_from_preset
 from pipelines.pipeline import run
+from pipelines.reuse import OUTPUTS_TAG
 from vaplan.metrics import SCORE_KEYS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -59,7 +60,10 @@ def test_pipeline_over_http(server_uri, result):
     retrain = next(r for r in children if r.info.run_name == "retrain")
     history = client.get_metric_history(retrain.info.run_id, "epoch/val/seg_type")
     assert [m.step for m in history] == [1]
-    names = {item.path for item in client.list_artifacts(retrain.info.run_id, "checkpoint")}
+    outputs = retrain.data.tags[OUTPUTS_TAG]  # train's run when PLD kept PLG's labels
+    assert outputs in {retrain.info.run_id, next(r.info.run_id for r in children
+                                                 if r.info.run_name == "train")}
+    names = {item.path for item in client.list_artifacts(outputs, "checkpoint")}
     assert names == {"checkpoint/han.pt"}
     assert any((root / "artifacts").rglob("han.pt"))  # proxied into --artifacts-destination
 
