@@ -331,6 +331,18 @@ def test_resumed_tune_train_never_reruns_a_finished_trial(local_ray, where):
     assert parent.data.tags[runs.PID_TAG] == str(os.getpid())  # the resuming driver owns it
 
 
+def test_resumed_grouped_sweep_never_reruns_a_finished_member(local_ray, where):
+    """Issue 14: a sweep of trial groups (--group-size 2: 4 members in 2 Tune trials) stopped
+    after one group; --resume trains only the other group, every member ends with one run."""
+    uri, args = where
+    sweep = [*args, *TINY_MODEL, "--name", "groups-resume", "--cpus-per-trial", "1",
+             "--group-size", "2", "--num-samples", "4", "--no-asha", "--max-concurrent", "1",
+             "--space", "train.lr=loguniform:1e-4,1e-3"]
+    _, before = interrupt(tune_train.main, sweep, "groups-resume", 1)
+    assert tune_train.main([*sweep, "--resume"]) == 0
+    check_resumed(uri, "groups-resume", before, 4)
+
+
 # ------------------------------------------------------------ tune_pld: the "no denoising" arm
 
 
