@@ -45,7 +45,7 @@ def register_checkpoint(checkpoint: str | Path, experiment: ExperimentConfig, *,
     try:
         model, train_cfg, extra = load_checkpoint(checkpoint)
         check_trained(model, extra, f"checkpoint {checkpoint}")
-    except (OSError, ValueError, NonFiniteTrainingError) as err:  # missing, corrupt, untrained, non-finite: one line
+    except (OSError, ValueError, NonFiniteTrainingError) as err:  # missing, corrupt, untrained
         raise UserError(str(err).splitlines()[0]) from err
     experiment = replace(experiment, train=train_cfg)  # the config it was trained with
     dataset = load_dataset(experiment.data)
@@ -75,10 +75,7 @@ def register_checkpoint(checkpoint: str | Path, experiment: ExperimentConfig, *,
                                       flat_scores(scores), {"dataset_digest": dataset.digest,
                                                             "parent_run_id": run_id})
         version = str(info.registered_model_version)
-        with tracking.promoter_credentials():  # a registry write (docs/deploy.md, "Accounts")
-            for tag, value in ((registry.DATASET_TAG, dataset.digest),
-                               (registry.BACKBONE_TAG, train_cfg.model.name)):
-                tracking.client().set_model_version_tag(model_name, version, tag, value)
+        registry.tag_version(model_name, version, dataset.digest, train_cfg.model.name)
         key = gate_score_key(promote_metric)
         notes = results_markdown(scores, {}, WEAK_CHOICE) + (
             f"\n\nRegistered from `{checkpoint.name}` (`vaplan register-checkpoint`)"

@@ -77,6 +77,13 @@ def log_han_model(model_name: str, checkpoint: Path, labels: Path, config_json: 
     return info
 
 
+def tag_version(name: str, version: str, dataset_digest: str, backbone: str) -> None:
+    """The version's dataset and backbone tags (as the promoter: a registry write)."""
+    with tracking.promoter_credentials():  # docs/deploy.md, "Accounts"
+        for tag, value in ((DATASET_TAG, dataset_digest), (BACKBONE_TAG, backbone)):
+            tracking.client().set_model_version_tag(name, version, tag, value)
+
+
 def verify_version(mv: ModelVersion, files: Mapping[str, Path]) -> None:
     """Check a downloaded version's files (artifact key -> local path) against its
     `vaplan.sha256.*` tags and its bundled integrity.json; IntegrityError on a mismatch.

@@ -8,7 +8,7 @@ from typing import Mapping
 
 import mlflow
 
-from pipelines import commands, registry, report, tracking
+from pipelines import commands, registry, report
 from pipelines.reuse import StepContext, StepLog, StepResult, run_step, section_params
 from pipelines.steps.common import CHECKPOINT, DENOISED_FILE, PLD_FILE, PLG_FILE
 from pipelines.steps.labels import CHOICE_FILE
@@ -106,10 +106,7 @@ def register(ctx: StepContext, dataset: Dataset, experiment: ExperimentConfig, m
                                       {"dataset_digest": dataset.digest,
                                        "parent_run_id": ctx.parent_run_id})
         version = str(info.registered_model_version)
-        with tracking.promoter_credentials():  # a registry write (docs/deploy.md, "Accounts")
-            for tag, value in ((registry.DATASET_TAG, dataset.digest),
-                               (registry.BACKBONE_TAG, experiment.train.model.name)):
-                tracking.client().set_model_version_tag(model_name, version, tag, value)
+        registry.tag_version(model_name, version, dataset.digest, experiment.train.model.name)
         labels = read_json(pld.path(CHOICE_FILE))
         notes = results_markdown(split_scores, dict(quality or {}), labels)
         decision = registry.apply_promotion_gate(
