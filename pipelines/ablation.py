@@ -76,9 +76,8 @@ class Units:
         """unit key -> the newest FINISHED child run of the parent with that key, else (with
         `adopt`) the newest FINISHED run of another parent with the key of one of our units:
         the same key is the same training (config, seed, dataset, vaplan version)."""
-        children = tracking.child_runs(self.run.parent_run_id, self.run.experiment_id)
-        done = {c.data.tags[UNIT_TAG]: c for c in children
-                if c.info.status == "FINISHED" and UNIT_TAG in c.data.tags}
+        done = tracking.finished_children(self.run.parent_run_id, self.run.experiment_id,
+                                          UNIT_TAG)
         for key in [self.key(row, seed) for row, seed in self.units] if self.adopt else ():
             found = [] if key in done else tracking.search_runs(
                 self.run.experiment_id, f"tags.`{UNIT_TAG}` = '{key}' and "
@@ -125,27 +124,37 @@ class Units:
 
     def checkpoint(self, row: str, seed: int, model, best_epoch: int, path: Path,
                    run_id: str | None = None) -> None:
-        """Save a unit's model (best epoch) and log it as `<parent folder of path>/han.pt`."""
+        """Save a unit's model (best epoch) and log it as `<parent folder of path>/han.pt`
+        (Table 9: `<parent folder>/<model>.pt`, avel.pt, psp.pt, cmbs.pt)."""
         extra = {"row": row, "seed": seed, "unit": self.key(row, seed),
                  "dataset": self.dataset.digest, "best_epoch": best_epoch}
-        save_checkpoint(path, model, tables.row_config(self.cfg, row, seed).train, extra)
+        row_cfg = tables.row_config(self.cfg, row, seed)
+        if self.table.task == "ave":  # Table 9: the AVE checkpoint carries its experiment
+            from vaplan.ave.experiment import save_checkpoint as save_ave
+
+            path = path.with_name(f"{row_cfg.model.name}.pt")  # not HAN's name (docs/ave.md)
+            save_ave(path, model, row_cfg, extra)
+        else:
+            save_checkpoint(path, model, row_cfg.train, extra)
         tracking.client().log_artifact(run_id or mlflow.active_run().info.run_id, str(path),
                                        path.parent.name)
 
     def reuse_stage_one(self, row: str, seed: int, tmp: Path):
-        """(model, source run id) of a FINISHED run holding the checkpoint of `row`'s `needs`
-        row with this seed (any parent of the experiment), else None."""
+        """(model, the unit run's tags saying where it came from) of a FINISHED run holding
+        the checkpoint of `row`'s `needs` row with this seed (any parent of the experiment),
+        else None."""
         key = self.key(tables.get_row(row).needs, seed)
         for tag, artifact in ((UNIT_TAG, CHECKPOINT), (STAGE_ONE_KEY_TAG, STAGE_ONE_CHECKPOINT)):
-            found = tracking.client().search_runs(
-                [self.run.experiment_id], filter_string=f"tags.`{tag}` = '{key}' and "
-                                                        "attributes.status = 'FINISHED'",
-                order_by=["attributes.start_time DESC"], max_results=1)
+            found = tracking.search_runs(self.run.experiment_id, f"tags.`{tag}` = '{key}' and "
+                                         "attributes.status = 'FINISHED'", newest=1)
             for source in (f.info.run_id for f in found):
                 try:
                     local = mlflow.artifacts.download_artifacts(
                         run_id=source, artifact_path=artifact, dst_path=str(tmp / source))
-                    return load_checkpoint(local, device=self.cfg.train.device)[0], source
+                    model = load_checkpoint(local, device=self.cfg.train.device)[0]
+                    self.log(f"[ablation] row {row} seed {seed}: stage one from finished run "
+                             f"{source} (row {tables.get_row(row).needs})")
+                    return model, {STAGE_ONE_TAG: f"reused from finished run {source}"}
                 except Exception as err:  # artifacts deleted or corrupt: look further, or train
                     self.log(f"[ablation]   stage one: cannot use {artifact} of run {source} "
                              f"({err})")
@@ -197,9 +206,14 @@ def run_ablation(cfg: ExperimentConfig, rows: tuple[str, ...], seeds: tuple[int,
     the other, or with `train_units`, e.g. Ray Tune trials); returns the table."""
     started = time.perf_counter()
     spec = tables.get_table(table)
+    tables.check_task(spec, cfg)
     paths = output_paths(output) if output is not None else None
     uri = tracking.use_tracking_uri(tracking_uri)
     experiment_id = tracking.prepare_store(uri, experiment)
+    if dataset is None and spec.task == "ave":  # Table 9: AVE-sim (vaplan.ave.experiment)
+        from vaplan.ave.experiment import load_data
+
+        dataset = load_data(cfg, progress=progress)
     if dataset is None:
         log(f"[ablation] building dataset ({cfg.data.source})")
         dataset = load_dataset(cfg.data, progress=progress)
@@ -284,11 +298,8 @@ def _stage_one(ablation: Units, row: str, seed: int, tmp: Path):
     needs, log = tables.get_row(row).needs, ablation.log
     reused = ablation.reuse_stage_one(row, seed, tmp)
     if reused is not None:
-        model, source = reused
-        log(f"[ablation]   stage one: reused the checkpoint of finished run {source} "
-            f"(row {needs}, seed {seed})")
-        tracking.set_tags({STAGE_ONE_TAG: f"reused from finished run {source}"})
-        return model
+        tracking.set_tags(reused[1])
+        return reused[0]
     log(f"[ablation]   stage one: no finished row {needs} run with seed {seed}; "
         "training it first in this run")
     cfg = ablation.cfg
@@ -313,7 +324,7 @@ def _log_runs_table(run: AblationRun, finished, done, wanted) -> None:
         return
     key_of = {value: key for key, value in wanted.items()}
     records = runs_records(finished, [done[key_of[(row, seed)]].info.run_id
-                                      for row, seed, _ in finished])
+                                      for row, seed, _ in finished], run.table.table.scores)
     with warnings.catch_warnings():  # pandas' object-dtype deprecation inside MLflow
         warnings.simplefilter("ignore", DeprecationWarning)
         mlflow.log_table(records, artifact, run_id=run.parent_run_id)

@@ -38,8 +38,7 @@ def pull(model: str, dest: str, alias: str | None = "champion", version: int | N
     registration first (IntegrityError names the file and both digests); on any failure
     nothing is written into `dest`. Returns the destination folder.
     """
-    tracking.open_existing_store(tracking_uri, model, alias, version)  # never creates one
-    found = registry.resolve_version(model, alias=alias, version=version)
+    found = registry.open_version(tracking_uri, model, alias, version)  # never creates one
     dest_dir = Path(dest)
     existed = dest_dir.is_dir()
     stage = _stage_dir(dest_dir if existed else dest_dir.parent)
@@ -124,9 +123,8 @@ def evaluate_registered(model_uri: str, split: str = "test", tracking_uri: str |
     integrity.json before the weights are loaded (IntegrityError on a mismatch).
     `dataset` skips rebuilding it (it must be the recorded one; its digest is checked).
     """
-    tracking.open_existing_store(tracking_uri, *parse_model_uri(model_uri))
     name, alias, version = parse_model_uri(model_uri)
-    found = registry.resolve_version(name, alias=alias, version=version)
+    found = registry.open_version(tracking_uri, name, alias, version)
     with tempfile.TemporaryDirectory(prefix="vaplan-evaluate-") as tmp:
         local, _ = _download_verified(name, found, Path(tmp))  # before the weights are read
         with warnings.catch_warnings():  # _download_verified already warned about old models
@@ -146,8 +144,7 @@ def logged_scores(model: str, alias: str | None = "champion", version: int | Non
                   split: str = "test", tracking_uri: str | None = None) -> dict[str, float]:
     """The `split` scores recorded at registration (registration.json of the version's run;
     versions registered before that record held them: their `<split>/<score>` tags)."""
-    tracking.open_existing_store(tracking_uri, model, alias, version)
-    found = registry.resolve_version(model, alias=alias, version=version)
+    found = registry.open_version(tracking_uri, model, alias, version)
     recorded = registry.version_record(found).get("scores", {}).get(split)
     if recorded is not None:
         return {key: float(value) for key, value in recorded.items()}
@@ -156,6 +153,12 @@ def logged_scores(model: str, alias: str | None = "champion", version: int | Non
             if key.startswith(prefix)}
 
 
-def read_pulled_config(folder: str | Path) -> ExperimentConfig:
-    """The ExperimentConfig stored in a pulled folder's config.json."""
-    return from_dict(ExperimentConfig, read_json(Path(folder) / "config.json")["experiment"])
+def read_pulled_config(folder: str | Path):
+    """The experiment config stored in a pulled folder's config.json: an ExperimentConfig, or
+    an AveExperimentConfig where it says `"task": "ave"` (an AVE model, docs/ave.md)."""
+    record = read_json(Path(folder) / "config.json")
+    if record.get("task") == "ave":
+        from vaplan.ave.config import AveExperimentConfig
+
+        return from_dict(AveExperimentConfig, record["experiment"])
+    return from_dict(ExperimentConfig, record["experiment"])

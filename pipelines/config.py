@@ -5,17 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from vaplan.config import (NAME, Checked, ExperimentConfig, apply_overrides, get_preset,
-                           integer, one_of, option, validate_experiment)
+from vaplan.config import (NAME, Checked, ExperimentConfig, configure, get_preset, integer,
+                           one_of, option, validate_experiment)
 from vaplan.metrics import SCORE_KEYS
 
 STEP_NAMES = ("generate_labels", "train", "denoise", "retrain", "evaluate", "register")
+# The steps of each `labels.source` (docs/pipelines.md "Label sources"); "pld" is STEP_NAMES.
+SOURCE_STEPS = {
+    "pld": STEP_NAMES,
+    "plg": ("generate_labels", "train", "evaluate", "register"),
+    "video": ("generate_labels", "train", "evaluate", "register"),
+    "ma": ("generate_labels", "train", "ma_labels", "retrain", "evaluate", "register"),
+}
 PROMOTE_METRICS = tuple(f"val/{key}" for key in SCORE_KEYS)  # the gate resamples val videos
 
 
 @dataclass(frozen=True)
 class PipelineConfig(Checked):
-    """A tracked run of labels -> train -> denoise -> retrain -> evaluate -> register.
+    """A tracked run of labels -> train -> denoise -> retrain -> evaluate -> register (the
+    steps of `experiment.labels.source`: SOURCE_STEPS).
 
     experiment:      the method's configuration (logged, flattened, as the run's params)
     preset:          name of the preset it came from (a tag, for the record)
@@ -71,7 +79,9 @@ def default_model_name(backbone: str) -> str:
 
 def pipeline_config_from_preset(preset: str, overrides: list[str] | tuple[str, ...] = (),
                                 **options) -> PipelineConfig:
-    """A PipelineConfig from a named vaplan preset plus "section.option=value" overrides."""
-    experiment = apply_overrides(get_preset(preset), list(overrides))
+    """A PipelineConfig from a named vaplan preset plus "section.option=value" overrides
+    (`vaplan.config.configure`: the backbone's and label source's recipes fill the options
+    the overrides do not set)."""
+    experiment = configure(get_preset(preset), list(overrides))
     return PipelineConfig(experiment=experiment, preset=preset, overrides=tuple(overrides),
                           **options)

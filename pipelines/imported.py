@@ -18,7 +18,7 @@ import mlflow
 import numpy as np
 
 from pipelines import registry, report, tracking
-from pipelines.steps.evaluation import EVAL_SPLITS, champion_scorer
+from pipelines.steps.evaluation import EVAL_SPLITS
 from vaplan.config import ExperimentConfig, to_dict
 from vaplan.data.dataset import load_dataset
 from vaplan.data.types import PseudoLabels
@@ -40,7 +40,7 @@ def register_checkpoint(checkpoint: str | Path, experiment: ExperimentConfig, *,
                         model_name: str, preset: str = "", tracking_uri: str | None = None,
                         promote_metric: str = "val/seg_type") -> dict:
     """Score `checkpoint` on `experiment.data`'s val and test, register it as a new
-    `model_name` version and gate it; returns the registration record."""
+    `model_name` version, gate it (`registry.register_version`); returns the record."""
     checkpoint = Path(checkpoint)
     try:
         model, train_cfg, extra = load_checkpoint(checkpoint)
@@ -48,51 +48,43 @@ def register_checkpoint(checkpoint: str | Path, experiment: ExperimentConfig, *,
     except (OSError, ValueError, NonFiniteTrainingError) as err:  # missing, corrupt, untrained
         raise UserError(str(err).splitlines()[0]) from err
     experiment = replace(experiment, train=train_cfg)  # the config it was trained with
+    key = gate_score_key(promote_metric)
     dataset = load_dataset(experiment.data)
     mismatch = feature_mismatch(train_cfg.model, dataset.val.features)
     if mismatch:
         raise UserError(f"checkpoint {checkpoint} cannot take the features of "
                          f"{dataset.description}: it expects {mismatch}")
-    scores = {name: evaluate_model(predict(model, getattr(dataset, name).features),
-                                   getattr(dataset, name)) for name in EVAL_SPLITS}
-    uri = tracking.use_tracking_uri(tracking_uri)
-    experiment_id = tracking.prepare_store(uri)
+    preds = {name: predict(model, getattr(dataset, name).features) for name in EVAL_SPLITS}
+    scores = {name: evaluate_model(preds[name], getattr(dataset, name)) for name in EVAL_SPLITS}
+    experiment_id = tracking.prepare_store(tracking_uri)
     tags = {"vaplan.pipeline": "register-checkpoint", "vaplan.dataset_digest": dataset.digest,
             "vaplan.checkpoint": checkpoint.name}
     with tracking.start_run(experiment_id, tags=tags) as run, \
             tempfile.TemporaryDirectory(prefix="vaplan-register-") as tmp:
-        run_id = run.info.run_id
+        run_id, out = run.info.run_id, Path(tmp) / "out"
         tracking.client().update_run(run_id, name=short_name("register", checkpoint.name,
                                                               run_id=run_id))
         tracking.log_flat_params(experiment)
         tracking.log_scores(flat_scores(scores))
-        labels = write_labels(Path(tmp) / "labels.parquet", weak_label_table(dataset))
-        config_json = write_json(Path(tmp) / "config.json", {
-            "experiment": to_dict(experiment), "model_name": model_name, "preset": preset,
-            "checkpoint": {"file": checkpoint.name, "extra": extra},
-            "dataset": {"digest": dataset.digest, "description": dataset.description}})
-        info = registry.log_han_model(model_name, checkpoint, labels, config_json,
-                                      flat_scores(scores), {"dataset_digest": dataset.digest,
-                                                            "parent_run_id": run_id})
-        version = str(info.registered_model_version)
-        registry.tag_version(model_name, version, dataset.digest, train_cfg.model.name)
-        key = gate_score_key(promote_metric)
-        notes = results_markdown(scores, {}, WEAK_CHOICE) + (
-            f"\n\nRegistered from `{checkpoint.name}` (`vaplan register-checkpoint`)"
-            + (f", imported from {extra['source']}" if extra.get("imported") else "") + ".")
-        decision = registry.apply_promotion_gate(
-            model_name, version, video_scores(model, dataset.val, key), promote_metric,
-            experiment.registry, champion_scorer(model_name, dataset.val, key), notes=notes)
-        record = {"model_name": model_name, "version": version,
-                  "model_uri": f"models:/{model_name}/{version}", "decision": decision.to_dict(),
-                  "labels": WEAK_CHOICE, "scores": scores, "quality": {}, "parent_run_id": run_id,
-                  "dataset": {"digest": dataset.digest, "description": dataset.description},
-                  "description": decision.description() + "\n\n" + notes}
-        write_json(Path(tmp) / registry.RECORD, record)
-        mlflow.log_artifact(str(Path(tmp) / registry.RECORD))
-        mlflow.log_artifact(str(config_json))
-        page = report.write_version_report(Path(tmp), run_id, experiment_id)
-        mlflow.log_artifact(str(page), report.REPORT_FILE.rpartition("/")[0])
+        files = {"checkpoint": checkpoint,
+                 "labels": write_labels(Path(tmp) / "labels.parquet", weak_label_table(dataset)),
+                 "config": write_json(out / "config.json", {
+                     "experiment": to_dict(experiment), "model_name": model_name,
+                     "preset": preset, "checkpoint": {"file": checkpoint.name, "extra": extra},
+                     "dataset": {"digest": dataset.digest,
+                                 "description": dataset.description}})}
+        source = f", imported from {extra['source']}" if extra.get("imported") else ""
+        record = registry.register_version(
+            out, model_name, files, scores, video_scores(preds["val"], dataset.val, key),
+            registry.champion_scorer(model_name, dataset.val, key),
+            promote_metric=promote_metric, cfg=experiment.registry,
+            backbone=train_cfg.model.name, dataset=dataset, run_id=run_id,
+            notes=results_markdown(scores, {}, WEAK_CHOICE) + "\n\nRegistered from "
+            f"`{checkpoint.name}` (`vaplan register-checkpoint`){source}.",
+            record={"labels": WEAK_CHOICE, "quality": {}})
+        report.write_version_report(out, run_id, experiment_id)
+        tracking.log_scores(registry.decision_metrics(record))
+        mlflow.log_artifacts(str(out))  # registration.json, config.json, report/report.html
         tracking.set_description(record["description"])
     return record
 

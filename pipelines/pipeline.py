@@ -16,19 +16,25 @@ from rich.table import Table
 
 import vaplan
 from pipelines import commands, registry, steps, tracking
-from pipelines.config import STEP_NAMES, PipelineConfig
+from pipelines.config import SOURCE_STEPS, PipelineConfig
 from pipelines.reuse import StepContext, StepResult
+from pipelines.steps.common import MA_FILE, PLD_FILE, PLG_FILE, VIDEO_FILE
 from pipelines.steps.labels import CHOICE_FILE, tag_label_choice
-from vaplan.config import flatten, to_dict
+from vaplan.config import ExperimentConfig, apply_overrides, flatten, to_dict
 from vaplan.data.dataset import load_dataset
 from vaplan.data.types import Dataset
 from vaplan.io import read_json, write_json
+from vaplan.method import source_record
 from vaplan.metrics import SCORE_KEYS
 from vaplan.report import flat_scores, results_markdown, run_description
 from vaplan.runs import short_name, stop_on_signals
 from vaplan.store_uri import ui_links
 
 AfterStep = Callable[[str, StepResult], None]
+LABELS_TAG = "vaplan.labels"  # labels.source on the parent and register runs (not the version)
+# labels.source -> (the step, its label table) the registered model trained on
+TRAINED_ON = {"pld": ("denoise", PLD_FILE), "plg": ("generate_labels", PLG_FILE),
+              "video": ("train", VIDEO_FILE), "ma": ("ma_labels", MA_FILE)}
 
 
 @dataclass
@@ -87,7 +93,8 @@ def _run(cfg: PipelineConfig, after_step: AfterStep | None,
             dataset = load_dataset(cfg.experiment.data)
     console.print(f"dataset: {dataset.description} (digest {dataset.digest[:12]})")
     tags = {"vaplan.preset": cfg.preset, "vaplan.version": vaplan.__version__,
-            "vaplan.dataset_digest": dataset.digest, "vaplan.pipeline": "parent"}
+            "vaplan.dataset_digest": dataset.digest, "vaplan.pipeline": "parent",
+            LABELS_TAG: cfg.experiment.labels.source}
     with tracking.start_run(experiment_id, run_name=cfg.run_name or cfg.preset or None,
                             tags=tags) as parent:
         result = PipelineResult(uri, experiment_id, parent.info.run_id)
@@ -101,7 +108,7 @@ def _run(cfg: PipelineConfig, after_step: AfterStep | None,
             ctx = StepContext(experiment_id, parent.info.run_id, work_dir, cfg.reuse,
                               cfg.progress)
             _run_steps(cfg, ctx, dataset, result, after_step, console)
-            _log_parent_summary(result)
+            _log_parent_summary(cfg, result)
             tracking.set_description(_describe(cfg, dataset, result))
     result.seconds = time.perf_counter() - started
     console.print(f"[bold green]pipeline finished[/] in {result.seconds:.0f}s "
@@ -117,24 +124,53 @@ def _log_config(cfg: PipelineConfig, dataset: Dataset, work_dir: Path) -> None:
     mlflow.log_artifact(str(path))
 
 
+def _plan(cfg: PipelineConfig, ctx: StepContext, dataset: Dataset,
+          result: PipelineResult) -> list[tuple[str, Callable[[], StepResult]]]:
+    """The steps of `labels.source` (SOURCE_STEPS) in order, each a call on the steps before.
+
+    pld: PLG -> train -> PLD (+ the choice) -> retrain -> evaluate -> register; plg: PLG ->
+    train -> evaluate -> register; video: train on y (PLG still made: the reports compare
+    with it); ma: train on y (loss baseline, as Table 8's base rows) -> MA labels -> retrain on
+    them -> evaluate -> register."""
+    exp, done, source = cfg.experiment, result.steps, cfg.experiment.labels.source
+    plan: dict[str, Callable[[], StepResult]] = {
+        "generate_labels": lambda: steps.generate_labels(ctx, dataset, exp.plg)}
+    if source in ("pld", "plg"):
+        plan["train"] = lambda: steps.train(ctx, dataset, exp.train, done["generate_labels"])
+    if source == "pld":
+        plan["denoise"] = lambda: steps.denoise(ctx, dataset, exp.pld, exp.plg,
+                                                done["generate_labels"], done["train"])
+        plan["retrain"] = lambda: steps.retrain(ctx, dataset, exp.train, done["denoise"],
+                                                done["generate_labels"])
+    if source == "video":
+        plan["train"] = lambda: steps.train(ctx, dataset, exp.train, None, source="video")
+    if source == "ma":
+        plan["train"] = lambda: steps.train(ctx, dataset, video_label_model(exp).train, None,
+                                            source="video")
+        plan["ma_labels"] = lambda: steps.ma_labels(ctx, dataset, exp.train.seed, done["train"])
+        plan["retrain"] = lambda: steps.train(ctx, dataset, exp.train, done["ma_labels"],
+                                              labels_name=MA_FILE, step_name="retrain",
+                                              source="ma")
+    model = "retrain" if "retrain" in plan else "train"
+    labels_step, labels_file = TRAINED_ON[source]
+    plan["evaluate"] = lambda: steps.evaluate(ctx, dataset, done[model], done["generate_labels"],
+                                              done.get("denoise"), cfg.timeline_videos)
+    plan["register"] = lambda: steps.register(
+        ctx, dataset, exp, cfg.model_name, cfg.promote_metric, done[model], done[labels_step],
+        done["evaluate"], _label_quality(result), labels_file=labels_file,
+        choice=None if source == "pld" else source_record(source))
+    return list(plan.items())
+
+
+def video_label_model(exp: ExperimentConfig) -> ExperimentConfig:
+    """The config of labels.source=ma's first model, trained on the weak labels y with Eq. 2
+    (the loss of Table 8's base rows, whose model makes the `+ma` rows' labels)."""
+    return apply_overrides(exp, ["labels.source=video", "train.loss.variant=baseline"])
+
+
 def _run_steps(cfg: PipelineConfig, ctx: StepContext, dataset: Dataset,
                result: PipelineResult, after_step: AfterStep | None, console) -> None:
-    exp = cfg.experiment
-    plan: list[tuple[str, Callable[[], StepResult]]] = [
-        ("generate_labels", lambda: steps.generate_labels(ctx, dataset, exp.plg)),
-        ("train", lambda: steps.train(ctx, dataset, exp.train, result.steps["generate_labels"])),
-        ("denoise", lambda: steps.denoise(ctx, dataset, exp.pld, exp.plg,
-                                          result.steps["generate_labels"], result.steps["train"])),
-        ("retrain", lambda: steps.retrain(ctx, dataset, exp.train, result.steps["denoise"],
-                                          result.steps["generate_labels"])),
-        ("evaluate", lambda: steps.evaluate(ctx, dataset, result.steps["retrain"],
-                                            result.steps["generate_labels"],
-                                            result.steps["denoise"], cfg.timeline_videos)),
-        ("register", lambda: steps.register(ctx, dataset, exp, cfg.model_name,
-                                            cfg.promote_metric, result.steps["retrain"],
-                                            result.steps["denoise"], result.steps["evaluate"],
-                                            _label_quality(result))),
-    ]
+    plan = _plan(cfg, ctx, dataset, result)
     if not cfg.register:
         plan = plan[:-1]
     for index, (name, step) in enumerate(plan, start=1):
@@ -146,13 +182,27 @@ def _run_steps(cfg: PipelineConfig, ctx: StepContext, dataset: Dataset,
                       f"(run {result.steps[name].run_id})")
         if after_step is not None:
             after_step(name, result.steps[name])
-    assert [name for name, _ in plan] == list(STEP_NAMES[:len(plan)])
+    assert [name for name, _ in plan] == list(
+        SOURCE_STEPS[cfg.experiment.labels.source][:len(plan)])
+    if "register" in result.steps:
+        tracking.set_tags({LABELS_TAG: cfg.experiment.labels.source},
+                          run_id=result.steps["register"].run_id)
 
 
 def _label_quality(result: PipelineResult) -> dict[str, float]:
-    """The pseudo-label quality metrics of the label steps: `plg/`, `pld/`, `labels/` on val."""
-    return {k: v for name in ("generate_labels", "denoise") for k, v in
-            result.steps[name].metrics.items() if k.startswith(("plg/", "pld/", "labels/"))}
+    """The label quality metrics of the label steps on val: `plg/`, `pld/`, `labels/`, `ma/`."""
+    return {k: v for name in ("generate_labels", "denoise", "ma_labels")
+            if name in result.steps for k, v in result.steps[name].metrics.items()
+            if k.startswith(("plg/", "pld/", "labels/", "ma/"))}
+
+
+def _labels_record(cfg: PipelineConfig, result: PipelineResult) -> dict:
+    """Which labels the registered model trained on: the denoise step's choice (pld), else
+    the fixed record of labels.source (`vaplan.method.source_record`)."""
+    source = cfg.experiment.labels.source
+    if source == "pld":
+        return read_json(result.steps["denoise"].path(CHOICE_FILE))
+    return source_record(source)
 
 
 def _describe(cfg: PipelineConfig, dataset: Dataset, result: PipelineResult) -> str:
@@ -160,22 +210,27 @@ def _describe(cfg: PipelineConfig, dataset: Dataset, result: PipelineResult) -> 
     gate's decision with its interval, scores, label quality and choice) or the results."""
     results = None if result.registration is not None else results_markdown(
         {"val": result.val_scores, "test": result.test_scores}, _label_quality(result),
-        read_json(result.steps["denoise"].path(CHOICE_FILE)))
+        _labels_record(cfg, result))
     return run_description(result.run_name, cfg.preset, cfg.overrides, dataset.description,
                            dataset.digest, cfg.model_name, result.registration, results)
 
 
-def _log_parent_summary(result: PipelineResult) -> None:
+def _log_parent_summary(cfg: PipelineConfig, result: PipelineResult) -> None:
     """Copy the headline metrics of the steps onto the parent run; log label-set inputs; tag
-    the label decision (`pld.decision.<modality>`) and the promotion decision."""
-    labels, denoised = result.steps["generate_labels"], result.steps["denoise"]
+    the label decision (`pld.decision.<modality>`, labels.source=pld) and the promotion
+    decision."""
+    source = cfg.experiment.labels.source
+    labels = result.steps["generate_labels"]
+    trained_on, trained_file = TRAINED_ON[source]
     tracking.log_scores(_label_quality(result))
-    tag_label_choice(read_json(denoised.path(CHOICE_FILE)), run_id=result.parent_run_id)
+    if source == "pld":
+        tag_label_choice(_labels_record(cfg, result), run_id=result.parent_run_id)
     scores = read_json(result.steps["evaluate"].path("scores.json"))
     result.val_scores, result.test_scores = scores["val"], scores["test"]
     tracking.log_scores(flat_scores(scores))
     steps.log_label_input(labels, steps.PLG_FILE, "plg")
-    steps.log_label_input(denoised, steps.PLD_FILE, "pld")
+    if source != "plg":
+        steps.log_label_input(result.steps[trained_on], trained_file, source)
     if "register" in result.steps:
         result.registration = read_json(result.steps["register"].path("registration.json"))
         decision = result.registration["decision"]
@@ -206,9 +261,11 @@ def run_and_check(cfg, console=None) -> dict:
 
 def _print_registration(console, cfg, result) -> None:
     choice = result.registration["labels"]
-    for modality, made in choice["modalities"].items():  # which labels retrain trained on
-        console.print(f"labels ({modality}): {made['source'].upper()} "
-                      f"(pld.apply={choice['apply']}): {made['reason']}", markup=False)
+    how = (f"labels.source={cfg.experiment.labels.source}" if "source" in choice
+           else f"pld.apply={choice['apply']}")
+    for modality, made in choice["modalities"].items():  # which labels it trained on
+        console.print(f"labels ({modality}): {made['source'].upper()} ({how}): "
+                      f"{made['reason']}", markup=False)
     decision = result.registration["decision"]
     reused = " (reused: nothing changed since that registration)" \
         if result.steps["register"].reused else ""

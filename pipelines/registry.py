@@ -18,8 +18,12 @@ import vaplan
 from pipelines import tracking
 from pipelines.pyfunc_model import model_signature
 from vaplan.config import RegistryConfig
-from vaplan.gate import PromotionDecision, decide  # noqa: F401 (the gate's rule: tests, callers)
-from vaplan.io import write_json
+from vaplan.data.types import SplitData
+from vaplan.errors import UserError
+from vaplan.gate import (PromotionDecision, decide,  # noqa: F401 (decide: tests, callers)
+                         feature_mismatch, video_scores)
+from vaplan.io import read_json, write_json
+from vaplan.report import flat_scores
 from vaplan.serving import (INTEGRITY, INTEGRITY_FILE, integrity_record, verify_digests,
                             verify_integrity_file)
 
@@ -51,9 +55,12 @@ def requirements() -> list[str]:
 
 @tracking.promoter_credentials()  # registers: the promoter account (docs/deploy.md)
 def log_han_model(model_name: str, checkpoint: Path, labels: Path, config_json: Path,
-                  scores: Mapping[str, float], metadata: Mapping[str, str]):
+                  scores: Mapping[str, float], metadata: Mapping[str, str],
+                  entry: Path = ENTRY, signature=None):
     """Log the pyfunc into the active run, register it as a new version; returns ModelInfo.
     Runs as the promoter account where one is configured (`tracking.promoter_credentials`).
+    `entry` / `signature`: another models-from-code file and its signature (the AVE models,
+    pipelines/ave.py); default the vaplan-han pyfunc.
 
     The sha256 of each bundled file goes into the model as integrity.json and, for the
     checkpoint and labels, onto the version as tags `vaplan.sha256.<key>` (see verify_version).
@@ -65,9 +72,9 @@ def log_han_model(model_name: str, checkpoint: Path, labels: Path, config_json: 
         integrity = write_json(Path(tmp) / INTEGRITY_FILE, record)
         warnings.filterwarnings("ignore", message=".*input example", category=UserWarning)
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(ENTRY), artifacts={**files, INTEGRITY: str(integrity)},
+            name="model", python_model=str(entry), artifacts={**files, INTEGRITY: str(integrity)},
             pip_requirements=requirements(), registered_model_name=model_name,
-            signature=model_signature(), metadata=dict(metadata))
+            signature=signature or model_signature(), metadata=dict(metadata))
     client, version = tracking.client(), str(info.registered_model_version)
     for key in DIGESTED:
         client.set_model_version_tag(model_name, version, f"{DIGEST_TAG}{key}",
@@ -176,6 +183,25 @@ def apply_promotion_gate(name: str, version: str | int, candidate: np.ndarray,
     return decision
 
 
+def open_version(tracking_uri: str | None, name: str, alias: str | None = CHAMPION,
+                 version: int | str | None = None) -> ModelVersion:
+    """`resolve_version` in an EXISTING store (never creates one): the read-only commands'
+    preamble; StoreNotFoundError naming what exists (`tracking.open_existing_store`)."""
+    tracking.open_existing_store(tracking_uri, name, alias, version)
+    return resolve_version(name, alias=alias, version=version)
+
+
+def still_registered(out: Path) -> bool:
+    """A register step's `check_reuse`: reuse `out/registration.json` only while its version
+    still exists in the registry."""
+    record = read_json(out / RECORD)
+    try:
+        resolve_version(record["model_name"], version=record["version"])
+    except Exception:
+        return False
+    return True
+
+
 def resolve_version(name: str, alias: str | None = CHAMPION,
                     version: int | str | None = None) -> ModelVersion:
     """The registered version named by a number (wins) or an alias; errors say what exists."""
@@ -190,3 +216,66 @@ def resolve_version(name: str, alias: str | None = CHAMPION,
         raise LookupError(f"model {name!r} has no alias {alias!r}; aliases: "
                           f"{dict(model.aliases) or 'none'}")
     return found
+
+
+def champion_scorer(model_name: str, split: SplitData, key: str) -> ChampionScores:
+    """champion version -> its per-video `key` scores on `split` (the candidate's val videos).
+
+    Pulls the version's checkpoint from the registry (digests verified); a checkpoint that
+    cannot be loaded or fed these features raises IncomparableChampion.
+    """
+    from pipelines import commands  # commands imports this module
+    from vaplan.train import load_checkpoint
+
+    def score(version: str):  # -> (N,) per-video scores
+        with tempfile.TemporaryDirectory(prefix="vaplan-champion-") as tmp:
+            try:
+                folder = commands.pull(model_name, tmp, version=version,
+                                       tracking_uri=mlflow.get_tracking_uri())
+                han, cfg, _ = load_checkpoint(folder / "checkpoint.pt")
+            except (UserError, LookupError, OSError, ValueError) as err:
+                raise IncomparableChampion(
+                    f"its checkpoint could not be loaded ({err})") from err
+        mismatch = feature_mismatch(cfg.model, split.features)
+        if mismatch:
+            raise IncomparableChampion(
+                f"its checkpoint cannot take these features: it expects {mismatch}")
+        return video_scores(han, split, key)
+    return score
+
+
+def register_version(out: Path, model_name: str, files: Mapping[str, Path],
+                     scores: Mapping[str, Mapping[str, float]], candidate: np.ndarray,
+                     champion_scores: ChampionScores, *, promote_metric: str,
+                     cfg: RegistryConfig, backbone: str, dataset, run_id: str, notes: str,
+                     record: Mapping | None = None, **model) -> dict:
+    """One registration for every kind of model (the register steps, register-checkpoint):
+    log `files` (checkpoint, labels it trained on, config) as a new `model_name` version
+    (`**model`: log_han_model's entry/signature), tag it with `dataset`'s digest and the
+    backbone, gate it on `candidate` (its (N,) per-video `promote_metric` scores on val) and
+    write `out/registration.json` (`scores` {"val": .., "test": ..}, the decision, the
+    description with `notes`, plus `record`); returns that record. run_id: the owning run."""
+    info = log_han_model(model_name, files["checkpoint"], files["labels"], files["config"],
+                         flat_scores(scores), {"dataset_digest": dataset.digest,
+                                               "parent_run_id": run_id}, **model)
+    version = str(info.registered_model_version)
+    tag_version(model_name, version, dataset.digest, backbone)
+    decision = apply_promotion_gate(model_name, version, candidate, promote_metric, cfg,
+                                    champion_scores, notes=notes)
+    record = {"model_name": model_name, "version": version,
+              "model_uri": f"models:/{model_name}/{version}", "logged_model_uri": info.model_uri,
+              "decision": decision.to_dict(), "scores": dict(scores), "parent_run_id": run_id,
+              "dataset": {"digest": dataset.digest, "description": dataset.description},
+              "description": decision.description() + "\n\n" + notes, **dict(record or {})}
+    write_json(out / RECORD, record)
+    return record
+
+
+def decision_metrics(record: Mapping) -> dict[str, float]:
+    """`registry/*` metrics of a registration record (version, promoted, improvement +- CI)."""
+    decision = record["decision"]
+    return {"registry/version": int(record["version"]),
+            "registry/promoted": int(decision["promoted"]),
+            "registry/improvement": decision["improvement"],
+            "registry/improvement_low": decision["low"],
+            "registry/improvement_high": decision["high"]}

@@ -55,9 +55,7 @@ def build_report(registration: dict, config: dict, parent_run_id: str, experimen
                  origin: str) -> str:
     """The page of one version: its registration record and config, plus what its pipeline's
     step runs (children of `parent_run_id`) recorded: metrics, scores, figures."""
-    steps = {run.data.tags[STEP_TAG]: run for run in tracking.child_runs(
-        parent_run_id, experiment_id) if run.info.status == "FINISHED"
-        and STEP_TAG in run.data.tags}  # oldest first: the latest run of a step wins
+    steps = tracking.finished_children(parent_run_id, experiment_id, STEP_TAG)
     metrics = {key: value for name in ("generate_labels", "denoise") if name in steps
                for key, value in steps[name].data.metrics.items()}
     with tempfile.TemporaryDirectory(prefix="vaplan-report-") as tmp:
@@ -105,8 +103,7 @@ def open_report(model_uri: str, out: Path | None = None,
         name, alias, version = parse_model_uri(model_uri)
     except ValueError as err:
         raise UserError(f"{err} (see vaplan report --help)") from None
-    tracking.open_existing_store(tracking_uri, name, alias, version)
-    found = registry.resolve_version(name, alias=alias, version=version)
+    found = registry.open_version(tracking_uri, name, alias, version)
     out = Path(out or f"vaplan-report-{name}-v{found.version}.html")
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give a file name such as {out}/report.html")

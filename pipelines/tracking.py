@@ -336,6 +336,14 @@ def child_runs(parent_run_id: str, experiment_id: str) -> list:
     return search_runs(experiment_id, f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
 
 
+def finished_children(parent_run_id: str, experiment_id: str, tag: str) -> dict[str, Any]:
+    """{value of `tag`: the newest FINISHED child run of `parent_run_id` with it}: the steps
+    of a pipeline run, the units of an ablation, the trials of a sweep."""
+    return {run.data.tags[tag]: run for run in search_runs(
+        experiment_id, f"tags.`{PARENT_TAG}` = '{parent_run_id}' and "
+                       f"attributes.status = 'FINISHED'") if tag in run.data.tags}
+
+
 def set_description(markdown: str, run_id: str | None = None) -> None:
     """The run's description (markdown, shown on its page in the UI: `mlflow.note.content`)."""
     set_tags({NOTE_TAG: markdown}, run_id=run_id)

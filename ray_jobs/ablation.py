@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from ray import tune
 
 from pipelines import tracking
-from pipelines.ablation import STAGE_ONE_TAG, AblationRun, Units, run_ablation
+from pipelines.ablation import AblationRun, Units, run_ablation
 from pipelines.steps.common import CHECKPOINT
 from ray_jobs import common
 from ray_jobs.sweep import ray_session
@@ -167,10 +167,7 @@ def _lend_stage_one(ablation: Units, row: str, seed: int, tmp: Path, stage_ones:
                     tags: dict) -> None:
     reused = ablation.reuse_stage_one(row, seed, tmp)
     if reused is not None:
-        model, source = reused
-        stage_ones[f"{row}:{seed}"] = model
-        tags[f"{row}:{seed}"] = {STAGE_ONE_TAG: f"reused from finished run {source}"}
-        ablation.log(f"[ablation] row {row} seed {seed}: stage one from finished run {source}")
+        stage_ones[f"{row}:{seed}"], tags[f"{row}:{seed}"] = reused
 
 
 def _fit(ablation: Units, units: list[tuple[str, int]], opts: RayOptions, stage_ones: dict,

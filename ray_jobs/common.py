@@ -114,9 +114,7 @@ def trial_resources(opts, trains: bool, params: Mapping, samples: int,
 
 def finished_trials(experiment_id: str, parent_run_id: str) -> dict[str, Any]:
     """{Tune trial id: FINISHED MLflow run} of the sweep's parent run."""
-    runs = tracking.search_runs(experiment_id, f"attributes.status = 'FINISHED' and "
-                                               f"tags.`{tracking.PARENT_TAG}` = '{parent_run_id}'")
-    return {run.data.tags[TRIAL_TAG]: run for run in runs if TRIAL_TAG in run.data.tags}
+    return tracking.finished_children(parent_run_id, experiment_id, TRIAL_TAG)
 
 
 def trial_error(trial) -> str:

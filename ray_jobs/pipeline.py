@@ -24,7 +24,7 @@ from vaplan.cli import exits_on_user_error
 from vaplan.config import apply_overrides, to_dict
 from vaplan.data.dataset import load_dataset
 from vaplan.store_uri import ui_links
-from vaplan.sweep_options import EXIT_INTERRUPTED, add_asha_args, parser, plan
+from vaplan.sweep_options import EXIT_INTERRUPTED, parser, plan
 from vaplan.sweeps import SpaceError, SweepState, base_experiment, searched, sweep_folder
 
 SPECS = (tune_plg.SPEC, tune_train.SPEC, tune_pld.SPEC)
@@ -45,8 +45,7 @@ def plan_all(opts: Namespace, root) -> list[tuple[SweepState, Namespace]]:
 
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
-    p = parser(SPEC, __doc__)
-    add_asha_args(p)
+    p = parser(SPEC, __doc__, asha=True)
     p.add_argument("--model-name", default=None, help="registered model name (default: "
                    "vaplan-<train.model.name>, e.g. vaplan-han, vaplan-mgn)")
     p.add_argument("--promote-metric", default="val/seg_type")

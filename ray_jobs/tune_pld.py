@@ -28,7 +28,7 @@ from vaplan.cli import exits_on_user_error
 from vaplan.config import to_dict
 from vaplan.data.dataset import load_dataset
 from vaplan.errors import UserError
-from vaplan.sweep_options import EXIT_INTERRUPTED, SweepSpec, add_asha_args, parser, plan
+from vaplan.sweep_options import EXIT_INTERRUPTED, SweepSpec, parser, plan
 from vaplan.sweep_scores import PLD_OBJECTIVE as OBJECTIVE, chosen_labels, no_denoising, pld_scores
 from vaplan.sweeps import STATE_FILE, SweepState, sweep_folder
 DEFAULT_SPACE = {"pld.visual": True, "pld.audio": True, "pld.apply": {"grid_search": ["always"]},
@@ -105,8 +105,7 @@ def stage_data(dataset, checkpoint: str | None, with_train: bool):
 
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
-    p = parser(SPEC, __doc__)
-    add_asha_args(p)
+    p = parser(SPEC, __doc__, asha=True)
     p.add_argument("--checkpoint", help="stage-one checkpoint (default: train it)")
     p.add_argument("--retrain-top", type=int, default=0, metavar="N",
                    help="retrain HAN on the denoised labels of the N best settings")

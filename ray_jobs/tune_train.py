@@ -22,7 +22,7 @@ import sys
 
 from ray_jobs import sweep
 from vaplan.cli import exits_on_user_error
-from vaplan.sweep_options import SweepSpec, add_asha_args, parser
+from vaplan.sweep_options import SweepSpec, parser
 from vaplan.trial_groups import GroupReport, check_group_size, check_group_space, epoch_metrics
 
 METRIC, OBJECTIVE = "epoch/val/seg_type", "best/val/seg_type"
@@ -97,8 +97,7 @@ SPEC = SweepSpec(job="tune_train", sections=("train.",), default_space=DEFAULT_S
 
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
-    p = parser(SPEC, __doc__)
-    add_asha_args(p)
+    p = parser(SPEC, __doc__, asha=True)
     p.add_argument("--group-size", type=int, default=1, metavar="G",
                    help="train G trials per Ray trial as one batched model (docs/ray.md)")
     opts = p.parse_args(argv)

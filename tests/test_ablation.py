@@ -89,8 +89,8 @@ def test_parse_rows_and_seeds():
     assert table5.parse_rows("sr, 4,cr", table5.get_table("6")) == ("CR", "SR", "4")
     with pytest.raises(ConfigError, match="unknown row '5' in table 6"):
         table5.parse_rows("4,5", table5.get_table(6))
-    with pytest.raises(ConfigError, match="--table '9': unknown table; expected one of 5, 6, 8"):
-        table5.get_table("9")
+    with pytest.raises(ConfigError, match="--table '7': unknown table; expected one of 5, 6, 8, 9"):
+        table5.get_table("7")
     assert table5.parse_seeds("2, 0,1") == (0, 1, 2)
     for bad in ("0,x", "0,0", "-1", ""):
         with pytest.raises(ConfigError, match="--seeds"):

@@ -119,7 +119,7 @@ def test_plg_for_avel_is_the_intersection_within_the_video_label():
 
 @pytest.mark.parametrize("field, value", [("epochs", 0), ("lr", float("nan")), ("plg_weight", -1.0)])
 def test_bad_recipe_values_are_refused(field, value):
-    with pytest.raises(ConfigError, match=f"ave.train.{field} must be"):
+    with pytest.raises(ConfigError, match=f"train.{field} must be"):
         AveTrainConfig(**{field: value})
 
 
@@ -167,9 +167,9 @@ def test_recipes_are_the_reference_mains():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("lr_milestones", "80;160", "ave.train.lr_milestones must be comma-separated epochs"),
-    ("video_loss", "ce", r"ave.train.video_loss must be one of \['soft_margin', 'bce'\]"),
-    ("clip_grad_norm", -1.0, "ave.train.clip_grad_norm must be"),
+    ("lr_milestones", "80;160", "train.lr_milestones must be comma-separated epochs"),
+    ("video_loss", "ce", r"train.video_loss must be one of \['soft_margin', 'bce'\]"),
+    ("clip_grad_norm", -1.0, "train.clip_grad_norm must be"),
     ("lr_milestones", "10", "are two schedules"),  # next to AVEL's lr_step_size
 ])
 def test_bad_schedule_values_are_refused(field, value, message):

@@ -22,12 +22,11 @@ def ave_sim():
 
 
 @pytest.mark.parametrize("field, value, expected", [
-    ("num_train", 3340, "data.ave_sim.num_train must be"),
-    ("num_background", 179, "data.ave_sim.num_background must be"),
-    ("max_eval_videos", -1, "data.ave_sim.max_eval_videos must be"),
-    ("feature_dtype", "int8", "data.ave_sim.feature_dtype must be"),
-    ("visual_prompt", "AP1", "data.ave_sim.visual_prompt must be"),
-    ("seed", 1.5, "data.ave_sim.seed must be"),
+    ("num_train", 3340, "data.sim.num_train must be"),
+    ("num_background", 179, "data.sim.num_background must be"),
+    ("max_eval_videos", -1, "data.sim.max_eval_videos must be"),
+    ("feature_dtype", "int8", "data.sim.feature_dtype must be"),
+    ("seed", 1.5, "data.sim.seed must be"),
 ])
 def test_bad_config_values_are_refused(field, value, expected):
     with pytest.raises(ConfigError, match=expected):

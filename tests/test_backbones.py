@@ -329,3 +329,76 @@ def test_ma_labels_from_a_trained_backbone_train_the_next_one(sim_tiny):
     result = train_han(retrain, sim_tiny.train, ma_targets(sim_tiny.train, ma), sim_tiny.val,
                        progress=False)
     assert result.epochs_completed == 1
+
+
+# ------------------------------------- recipes fill only what no --set named (issue 12 item 2)
+
+def test_an_explicit_set_wins_over_the_backbone_recipe_whatever_its_value():
+    """The recipe used to be applied to every option still equal to ExperimentConfig()'s
+    default, so `--set train.lr=3e-4` (HAN's default) on MM-Pyramid trained at its recipe's
+    1e-4. Now the options a --set names are remembered and always win, in `vaplan ablation`
+    (row_config), `vaplan run` (pipeline_config_from_preset) and the sweeps (base_experiment)."""
+    import pickle
+    from types import SimpleNamespace
+
+    from pipelines.config import pipeline_config_from_preset
+    from vaplan import ablation, ablation_keys
+    from vaplan.config import (configure, explicit_options, get_preset, replace_path)
+    from vaplan.sweeps import apply_config, base_experiment
+
+    full = get_preset("sim-full")
+    lr = configure(full, ["train.lr=3e-4"])  # what `vaplan ablation --set train.lr=3e-4` builds
+    assert explicit_options(lr) == {"train.lr"}
+    assert ablation.row_config(lr, "mm_pyramid", 0).train.lr == 3e-4  # 1e-4 before
+    recipe = ablation.row_config(configure(full), "mm_pyramid", 0).train
+    assert (recipe.lr, recipe.batch_size, recipe.epochs) == (1e-4, 16, 40)
+    both = ablation.row_config(configure(full, ["train.batch_size=32", "train.epochs=30"]),
+                               "mgn", 0).train  # both at ExperimentConfig()'s defaults
+    assert (both.batch_size, both.epochs, both.model.hidden_dim) == (32, 30, 128)
+    # The remembered options survive copies (a trial's device, pickling to Ray workers) and
+    # are no field: equal configs, the same logged params, unit keys only by the values.
+    for copy in (replace_path(lr, "train.device", "cuda"), pickle.loads(pickle.dumps(lr))):
+        assert explicit_options(copy) == {"train.lr"}
+    assert lr == configure(full) and "train.lr" not in ablation_keys.identity(lr)
+    assert ablation_keys.unit_key(lr, "mm_pyramid", 0, "d") != \
+        ablation_keys.unit_key(configure(full), "mm_pyramid", 0, "d")
+    # vaplan run / python -m pipelines: the chosen backbone's recipe, the --set kept
+    run = pipeline_config_from_preset("sim-full", ["train.model.name=mm_pyramid",
+                                                   "train.lr=3e-4"]).experiment
+    assert (run.train.lr, run.train.batch_size, run.train.epochs) == (3e-4, 16, 40)
+    assert run.train.model == MODEL_PRESETS["mm_pyramid"]
+    tiny = pipeline_config_from_preset("sim-tiny", ["train.model.name=mgn",
+                                                    "train.model.dropout=0.1"]).experiment
+    assert (tiny.train.epochs, tiny.train.model.dropout, tiny.train.model.hidden_dim) == \
+        (2, 0.1, 128)  # the preset's 2 epochs and the --set dropout stay
+    # the sweeps: the base config is built the same way; trial values then apply over it
+    opts = SimpleNamespace(preset="sim-full", overrides=("train.model.name=mgn",
+                                                         "train.batch_size=32"),
+                           gpus_per_trial="0", cpus_per_trial=1)
+    base = base_experiment(opts, SimpleNamespace(trains=True))
+    assert (base.train.batch_size, base.train.epochs, base.train.model.num_heads) == (32, 40, 8)
+    assert apply_config(base, {"train": {"lr": 1e-3}}).train.batch_size == 32
+
+
+def test_table_eight_unit_keys_are_those_of_the_value_rule():
+    """A full-scale Table 8 resumes by its unit keys: without a --set equal to a default,
+    tracking the explicit options gives the keys of the earlier rule (computed with it)."""
+    from vaplan.ablation_keys import unit_key
+    from vaplan.config import configure, get_preset
+
+    full = configure(get_preset("sim-full"))
+    assert unit_key(full, "mgn", 1, "d") == \
+        "b17f476708fd9820bb45ad62015c551a26b9d7a868139fd2799be57d97960ef8"
+    assert unit_key(full, "mgn+ma", 1, "d") == \
+        "53962d9730b0d34e4b7dcacbd521f75859c8751495f911ea545f13a6701f6e4a"
+    assert unit_key(full, "mm_pyramid+pld", 1, "d") == \
+        "ba92d18a49cd30887d954b2daca75c1840f4ffab9fa3bbcf369c6f043dea074e"
+
+
+def test_an_ablation_refuses_labels_source():
+    from vaplan import ablation
+    from vaplan.config import configure, get_preset
+
+    cfg = configure(get_preset("sim-tiny"), ["labels.source=ma"])
+    with pytest.raises(ConfigError, match=r"^labels\.source=ma is the tracked pipeline's option"):
+        ablation.row_config(cfg, "mgn", 0)

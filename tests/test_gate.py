@@ -19,7 +19,7 @@ from pipelines.config import pipeline_config_from_preset
 from pipelines.pipeline import run
 from pipelines.steps import CHECKPOINT, PLD_FILE, PLG_FILE
 from pipelines.steps.common import DENOISED_FILE
-from pipelines.steps.evaluation import champion_scorer
+from pipelines.registry import champion_scorer
 from pipelines.steps.labels import CHOICE_FILE
 from vaplan import store_uri
 from vaplan.config import PLDConfig, RegistryConfig

@@ -80,7 +80,7 @@ def test_pipeline_over_http(server_uri, result):
 STEP_SECTIONS = {"generate_labels": ("plg.",), "train": ("train.",), "denoise": ("pld.",),
                  "retrain": ("train.",), "evaluate": ("pipeline.",),
                  "register": ("registry.", "pipeline.")}
-SECTIONS = ("data.", "train.", "plg.", "pld.", "registry.", "pipeline.")
+SECTIONS = ("data.", "train.", "plg.", "pld.", "registry.", "labels.", "pipeline.")
 
 
 def _rest(url: str, path: str, body: dict | None = None, **query: str) -> dict:

@@ -39,6 +39,11 @@ def test_registered_scored_gated_and_evaluable(imported, store, sim_tiny, tmp_pa
 
     tags = MlflowClient(store).get_model_version("official-han", "1").tags
     assert tags["vaplan.backbone"] == "han" and len(tags) <= 8
+    # one val prediction gives the logged score and the gate's per-video scores (their mean)
+    assert first["decision"]["candidate_score"] == pytest.approx(first["scores"]["val"][
+        "seg_type"], abs=1e-9)
+    metrics = MlflowClient(store).get_run(first["parent_run_id"]).data.metrics
+    assert metrics["registry/version"] == 1 and metrics["registry/promoted"] == 1
     again = register_checkpoint(imported, get_preset("sim-tiny"), model_name="official-han",
                                 tracking_uri=store)
     assert again["version"] == "2" and not again["decision"]["promoted"]  # same model: noise

@@ -28,11 +28,12 @@ import csv
 import fnmatch
 import io
 from dataclasses import dataclass
-from typing import Callable, Container, Iterable, Literal, Mapping, NamedTuple
+from typing import Callable, Container, Iterable, Mapping, NamedTuple
 
 import numpy as np
 
-from vaplan.config import ExperimentConfig, apply_overrides, backbone_overrides, get_path
+from vaplan.config import (LABEL_KINDS, ExperimentConfig, LabelKind, apply_overrides,
+                           backbone_overrides, with_recipe)
 from vaplan.data.types import Dataset, PseudoLabels
 from vaplan.errors import ConfigError
 from vaplan.method import denoise_with_model, fit, make_pseudo_labels
@@ -40,8 +41,6 @@ from vaplan.metrics import SCORE_KEYS
 from vaplan.pseudo_labels import pseudo_label_report
 
 
-LabelKind = Literal["video", "ma", "plg", "pld"]
-LABEL_KINDS = ("video", "ma", "plg", "pld")
 MADE_BY_A_MODEL = ("ma", "pld")  # label kinds made from another row's trained model
 
 
@@ -59,7 +58,7 @@ class Row:
     overrides: tuple[str, ...]  # "section.option=value", applied over the base config
     labels: LabelKind = "video"
     needs: str | None = None  # the row whose model (same seed) makes this row's labels
-    recipe: tuple[str, ...] = ()  # applied first, to options still at their defaults
+    recipe: tuple[str, ...] = ()  # applied first, to options not set and at their defaults
     paper: tuple[tuple[str, float], ...] = ()  # (SCORE_KEYS key, the paper's test number)
 
     def __post_init__(self) -> None:
@@ -88,6 +87,9 @@ class Table:
     id: str
     title: str
     rows: tuple[Row, ...]
+    scores: tuple[str, ...] = SCORE_KEYS  # the test numbers of a unit (Table 9: AVE accuracy)
+    source: str = "real LLP test"  # where the paper's numbers come from
+    task: str = "avvp"  # "ave": units train an AVE experiment (vaplan.ave.config)
 
     @property
     def row_ids(self) -> tuple[str, ...]:
@@ -129,14 +131,30 @@ def backbone_rows(name: str) -> tuple[Row, ...]:
                  for (suffix, text, variant, labels, needs), number in zip(rows, paper))
 
 
+# Table 9 of the paper: AVE test segment accuracy, weak baseline -> + PLG (issue 13,
+# docs/ave.md); its units train on an AVE experiment (vaplan.ave.config), not on LLP.
+PAPER_TABLE_9 = {"avel": (67.1, 69.2), "psp": (72.1, 74.3), "cmbs": (72.2, 74.4)}
+AVE_ARMS = (("", ", weak (video labels)", "false", "video"),
+            ("+plg", " + PLG segment labels", "true", "plg"))
+AVE_ROWS = tuple(Row(name + suffix, name.upper() + text,
+                     (f"model.name={name}", f"plg.use={use}"), labels,
+                     paper=(("accuracy", number),))
+                 for name, numbers in PAPER_TABLE_9.items()
+                 for (suffix, text, use, labels), number in zip(AVE_ARMS, numbers))
+
 TABLES: dict[str, Table] = {
     "5": Table("5", "Table 5", (ROW_1, ROW_2, ROW_3, ROW_4, ROW_5)),
     "6": Table("6", "Table 6 (richness-aware loss)", (ROW_2, ROW_CR, ROW_SR, ROW_4)),
     "8": Table("8", "Table 8 (backbones: base, + MA, + PLG, + PLD)",
                backbone_rows("mgn") + backbone_rows("mm_pyramid")),
+    "9": Table("9", "Table 9 (AVE segment accuracy: weak baseline, + PLG)", AVE_ROWS,
+               scores=("accuracy",), source="real AVE test", task="ave"),
 }
 TABLE_5 = TABLES["5"]
 QUALITY_KEYS = ("video_precision", "seg", "event", "average")
+AVE_QUALITY_KEYS = ("accuracy", "seg", "event")  # Table 9: PLG's AV labels (vaplan.ave.quality)
+QUALITY_NAMES = {"video_precision": "video precision", "seg": "seg F", "event": "event F",
+                 "average": "average", "accuracy": "segment accuracy"}
 MODALITIES = ("audio", "visual")
 STAGES = ("plg", "ma", "pld")  # label quality reported per unit: <stage>/val/<modality>/<k>
 
@@ -207,15 +225,38 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     return tuple(sorted(seeds))
 
 
+def check_base(cfg: ExperimentConfig) -> ExperimentConfig:
+    """An ablation's base config: each row names its labels (`Row.labels`), so
+    `labels.source` (the tracked pipeline's option) must stay at its default."""
+    if cfg.labels.source != "pld":
+        raise ConfigError(f"labels.source={cfg.labels.source} is the tracked pipeline's option "
+                          f"(vaplan run); an ablation row names its own labels (video, ma, plg "
+                          f"or pld): drop --set labels.source")
+    return cfg
+
+
+def check_task(table: Table, cfg) -> None:
+    """Table 9 trains AVE experiments (`--preset ave-sim`), the others LLP ones."""
+    if (table.task == "ave") != (not isinstance(cfg, ExperimentConfig)):
+        wanted = ("an AVE preset (--preset ave-sim)" if table.task == "ave" else
+                  "an LLP preset (sim-tiny, sim-small, sim-full, llp; --table 9 is AVE's)")
+        raise ConfigError(f"--table {table.id} ({table.title}) needs {wanted}")
+
+
 def row_config(cfg: ExperimentConfig, row_id: str, seed: int) -> ExperimentConfig:
     """`cfg` with row `row_id`'s recipe, its overrides and `train.seed=seed` (everything else
-    kept; checked like `--set`). A recipe option replaces only a value that is still
-    ExperimentConfig()'s default: one the preset or `--set` changed (sim-tiny's 2 epochs,
-    `--set train.epochs=10`) stays. Rows without a recipe (Tables 5, 6) are their overrides."""
-    row, default = get_row(row_id), ExperimentConfig()
-    recipe = [item for item in row.recipe if get_path(cfg, item.split("=", 1)[0].strip())
-              == get_path(default, item.split("=", 1)[0].strip())]
-    return apply_overrides(cfg, [*recipe, *row.overrides, f"train.seed={seed}"])
+    kept; checked like `--set`). The recipe goes through `vaplan.config.with_recipe`: an option
+    the `--set` named stays whatever its value (`--set train.lr=3e-4` on MM-Pyramid), and so
+    does one the preset changed (sim-tiny's 2 epochs). Rows without a recipe (Tables 5, 6)
+    are their overrides."""
+    row = get_row(row_id)
+    if not isinstance(cfg, ExperimentConfig):  # Table 9: an AVE experiment (vaplan.ave.config)
+        from vaplan.ave.config import row_experiment
+
+        return row_experiment(cfg, row.overrides, seed)
+    check_base(cfg)
+    return apply_overrides(with_recipe(cfg, row.recipe),
+                           [*row.overrides, f"train.seed={seed}"])
 
 
 def waves(todo: Iterable[tuple[str, int]], ready: Container[tuple[str, int]] = ()
@@ -244,7 +285,12 @@ class AblationLabels:
 
 
 def make_labels(cfg: ExperimentConfig, dataset: Dataset) -> AblationLabels:
-    """PLG on train and val (deterministic: it does not depend on the row or the seed)."""
+    """PLG on train and val (deterministic: it does not depend on the row or the seed); for
+    an AVE experiment (Table 9) its AV segment labels, `vaplan.ave.experiment.make_labels`."""
+    if not isinstance(cfg, ExperimentConfig):
+        from vaplan.ave.experiment import make_labels as ave_labels
+
+        return ave_labels(cfg, dataset)
     val = make_pseudo_labels(dataset, "val", cfg.plg)
     return AblationLabels(make_pseudo_labels(dataset, "train", cfg.plg), val,
                           pseudo_label_report(val, dataset.val.gt_audio, dataset.val.gt_visual))
@@ -276,6 +322,8 @@ def train_row(cfg: ExperimentConfig, dataset: Dataset, labels: AblationLabels, r
     """
     from vaplan.train import evaluate_model
 
+    if not isinstance(cfg, ExperimentConfig):  # Table 9 (AVE): no stage-one rows
+        return _train_ave_row(cfg, dataset, labels, row_id, seed, on_epoch)
     row, train_cfg = get_row(row_id), row_config(cfg, row_id, seed).train
     if row.needs is not None and stage_one is None:
         raise ValueError(f"row {row.id} ({row.labels.upper()}) needs the stage-one model: row "
@@ -296,6 +344,19 @@ def train_row(cfg: ExperimentConfig, dataset: Dataset, labels: AblationLabels, r
     best = trained.history[trained.best_epoch - 1].val if trained.history else {}
     return RowResult(row.id, seed, trained, evaluate_model(trained.model, dataset.test),
                      dict(best), quality)
+
+
+def _train_ave_row(cfg, dataset, labels, row_id: str, seed: int,
+                   on_epoch: Callable | None) -> RowResult:
+    """A Table 9 unit: the row's AVE model, weak loss (+ PLG's segment objective), the best
+    val epoch; test and val segment accuracy; the PLG labels' val quality (+PLG rows)."""
+    from vaplan.ave import experiment as ave
+
+    row, row_cfg = get_row(row_id), row_config(cfg, row_id, seed)
+    trained = ave.train_model(row_cfg, dataset, labels.train if row.plg else None, on_epoch)
+    test = ave.split_scores(trained.model, dataset, row_cfg.train.device)["test"]
+    return RowResult(row.id, seed, trained, test, {"accuracy": trained.best_val_accuracy},
+                     {"plg": labels.quality} if row.plg else {})
 
 
 def ma_training_targets(model, dataset: Dataset, seed: int, device: str = "cpu"):
@@ -339,7 +400,7 @@ class LabelLine(NamedTuple):
 
     stage: str  # "PLG", "MA", "PLD"
     modality: str
-    cells: dict[str, Cell]  # QUALITY_KEYS -> Cell
+    cells: dict[str, Cell]  # QUALITY_KEYS (Table 9: AVE_QUALITY_KEYS) -> Cell
     row: str = ""
 
     @property
@@ -363,7 +424,7 @@ class AblationTable:
     @property
     def paper_keys(self) -> list[str]:
         """The SCORE_KEYS the table's rows have paper numbers for (Table 8: seg_type)."""
-        return [key for key in SCORE_KEYS
+        return [key for key in self.table.scores
                 if any(key in dict(row.paper) for row in self.table.rows)]
 
 
@@ -395,7 +456,7 @@ def summarize(units: Iterable[tuple[str, int, Mapping[str, float]]],
         found = by_row.get(row.id, [])
         if found:
             rows.append((row, {key: _cell(m[f"test/{key}"] for m in found)
-                               for key in SCORE_KEYS}))
+                               for key in table.scores}))
     labels = []
     for stage in STAGES:
         probe = f"{stage}/val/audio/seg"
@@ -407,7 +468,21 @@ def summarize(units: Iterable[tuple[str, int, Mapping[str, float]]],
                                  {k: _cell(m[f"{stage}/val/{modality}/{k}"] for m in found)
                                   for k in QUALITY_KEYS}, owner if per_row else "")
                        for modality in MODALITIES]
+    if table.task == "ave":
+        labels += _ave_label_lines(table, by_row)
     return AblationTable(rows, labels, tuple(seeds), table)
+
+
+def _ave_label_lines(table: Table, by_row: Mapping[str, list]) -> list[LabelLine]:
+    """Table 9: the val quality of PLG's audio-visual segment labels (`plg/val/accuracy|seg|
+    event` of the `+plg` units), once, from the first row that has it: the labels do not
+    depend on the row or the seed (docs/ave.md "Table 9")."""
+    for row in table.rows:
+        found = [m for m in by_row.get(row.id, []) if "plg/val/accuracy" in m]
+        if found:
+            return [LabelLine("PLG", "audio-visual", {k: _cell(m[f"plg/val/{k}"] for m in found)
+                                                      for k in AVE_QUALITY_KEYS})]
+    return []
 
 
 def format_markdown(table: AblationTable, notes: Iterable[str] = ()) -> str:
@@ -416,26 +491,28 @@ def format_markdown(table: AblationTable, notes: Iterable[str] = ()) -> str:
     e.g. where row 5's stage-one model came from)."""
     spread = " (mean ± std over seeds)" if table.multi_seed else ""
     paper = table.paper_keys
-    header = (["row", "method", "n"] + [k.replace("_", " ") for k in SCORE_KEYS]
+    header = (["row", "method", "n"] + [k.replace("_", " ") for k in table.table.scores]
               + [f"paper {k.replace('_', ' ')}" for k in paper])
     lines = [f"{table.table.title}, test split, percent{spread}", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     if paper:
-        lines[1:1] = ["", "paper: the paper's number for the row (real LLP test); the other "
-                          "columns are this run's."]
+        lines[1:1] = ["", f"paper: the paper's number for the row ({table.table.source}); "
+                          "the other columns are this run's."]
     for row, cells in table.rows:
         n = min(cell.n for cell in cells.values())
         theirs = [f"{dict(row.paper)[k]:.1f}" if k in dict(row.paper) else "–" for k in paper]
         lines.append("| " + " | ".join([row.id, row.name, str(n)]
-                                        + [cells[k].text(1) for k in SCORE_KEYS] + theirs)
+                                        + [cells[k].text(1) for k in table.table.scores] + theirs)
                      + " |")
-    if table.labels:
-        lines += ["", "| labels (val) | modality | n | video precision | seg F | event F | "
-                  "average |", "|---|---|---|---|---|---|---|"]
+    if table.labels:  # QUALITY_KEYS (Table 9: AVE_QUALITY_KEYS), the same for every line
+        keys = list(table.labels[0].cells)
+        lines += ["", "| labels (val) | modality | n | "
+                  + " | ".join(QUALITY_NAMES[k] for k in keys) + " |",
+                  "|---|---|---|" + "---|" * len(keys)]
         for line in table.labels:
             n = min(cell.n for cell in line.cells.values())
             lines.append(f"| {line.label} | {line.modality} | {n} | "
-                         + " | ".join(line.cells[k].text(2) for k in QUALITY_KEYS) + " |")
+                         + " | ".join(line.cells[k].text(2) for k in keys) + " |")
     notes = list(notes)
     return "\n".join(lines + ([""] + notes if notes else []))
 
@@ -447,15 +524,14 @@ def format_csv(table: AblationTable) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["section", "row", "method", "modality", "metric", "mean", "std", "n"])
     for row, cells in table.rows:
-        for key in SCORE_KEYS:
+        for key in table.table.scores:
             cell = cells[key]
             writer.writerow(["test", row.id, row.name, "", key, f"{cell.mean:.4f}",
                              f"{cell.std:.4f}", cell.n])
         for key, value in row.paper:
             writer.writerow(["paper", row.id, row.name, "", key, f"{value:.4f}", "", ""])
     for line in table.labels:
-        for key in QUALITY_KEYS:
-            cell = line.cells[key]
+        for key, cell in line.cells.items():
             writer.writerow([f"labels/{line.stage}", line.row, "", line.modality, key,
                              f"{cell.mean:.4f}", f"{cell.std:.4f}", cell.n])
     return out.getvalue()

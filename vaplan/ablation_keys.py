@@ -35,7 +35,7 @@ def _digest(payload: dict) -> str:
 def identity(cfg: ExperimentConfig) -> dict:
     """The options that make a unit what it is: those that differ from ExperimentConfig()'s
     defaults, so a new option added at its default keeps every finished run findable."""
-    defaults = flatten(ExperimentConfig())
+    defaults = flatten(type(cfg)())  # ExperimentConfig; Table 9: the AVE experiment's
     return {k: v for k, v in flatten(cfg).items()
             if k not in NOT_IN_KEY and (k not in defaults or defaults[k] != v)}
 
@@ -66,12 +66,14 @@ def output_paths(output: str | Path) -> tuple[Path, Path]:
     return path, path.with_suffix(".csv")
 
 
-def runs_records(finished: list[tuple[str, int, dict]], run_ids: list[str]) -> dict[str, list]:
-    """The runs table's columns: row, seed, run id and the ten test numbers of each finished
-    unit (`finished`: (row, seed, metrics); `run_ids` in the same order)."""
+def runs_records(finished: list[tuple[str, int, dict]], run_ids: list[str],
+                 keys: tuple[str, ...] = SCORE_KEYS) -> dict[str, list]:
+    """The runs table's columns: row, seed, run id and the test numbers (`keys`: the ten AVVP
+    scores; Table 9: accuracy) of each finished unit (`finished`: (row, seed, metrics);
+    `run_ids` in the same order)."""
     records: dict[str, list] = {"row": [row for row, _, _ in finished],
                                 "seed": [seed for _, seed, _ in finished], "run_id": run_ids}
-    for key in SCORE_KEYS:
+    for key in keys:
         records[f"test/{key}"] = [metrics[f"test/{key}"] for _, _, metrics in finished]
     return records
 

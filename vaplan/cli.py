@@ -43,10 +43,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
 
 
 def _experiment(preset: str, overrides: list[str] | None):
-    """The checked config (a bad preset or override raises ConfigError -> one line, exit 2)."""
-    from vaplan.config import apply_overrides, get_preset
+    """The checked config (a bad preset or override raises ConfigError -> one line, exit 2),
+    with the chosen backbone's recipe where no override set the option (`configure`)."""
+    from vaplan.config import configure, get_preset
 
-    return apply_overrides(get_preset(preset), overrides or [])
+    return configure(get_preset(preset), overrides or [])
 
 
 def set_option():
@@ -73,8 +74,9 @@ def run(preset: str = typer.Option("sim-small", help="config preset (vaplan.conf
         model_name: Optional[str] = typer.Option(None, help="registered model (a new "
                                                  "version per run; default: one per backbone, "
                                                  "vaplan-han, vaplan-mgn, vaplan-mm-pyramid)"),
-        promote_metric: str = typer.Option("val/seg_type", help="val/<score> the promotion "
-                                           "gate compares"),
+        promote_metric: Optional[str] = typer.Option(None, help="val/<score> the promotion "
+                                                     "gate compares (default val/seg_type; "
+                                                     "AVE presets: val/accuracy)"),
         run_name: str = typer.Option("", help="parent run name (default: <preset> "
                                      "<overrides> <4 characters of the run id>)"),
         reuse: bool = typer.Option(True, "--reuse/--no-reuse", help="reuse steps that "
@@ -95,16 +97,39 @@ def run(preset: str = typer.Option("sim-small", help="config preset (vaplan.conf
         vaplan run --preset sim-tiny --set train.epochs=1 --set train.lr=1e-3
 
         vaplan run --preset sim-small --tracking-uri http://127.0.0.1:5000
+
+        vaplan run --preset ave-sim --set data.sim.num_train=300 --set train.epochs=1
     """
+    from vaplan.ave.config import is_ave_preset
+
+    if is_ave_preset(preset):  # AVE (docs/ave.md): its own steps and registered models
+        return _run_ave(preset, set_ or [], tracking_uri, experiment, model_name,
+                        promote_metric, run_name, reuse, quiet)
     from pipelines.config import pipeline_config_from_preset  # checked before MLflow loads
 
     cfg = pipeline_config_from_preset(
         preset, set_ or [], tracking_uri=tracking_uri, experiment_name=experiment,
-        model_name=model_name, promote_metric=promote_metric, run_name=run_name, reuse=reuse,
-        progress=not quiet)
+        model_name=model_name, run_name=run_name, reuse=reuse, progress=not quiet,
+        **({"promote_metric": promote_metric} if promote_metric else {}))
     from pipelines.pipeline import run_and_check
 
     run_and_check(cfg)
+
+
+def _run_ave(preset, overrides, tracking_uri, experiment, model_name, promote_metric, run_name,
+             reuse, quiet) -> None:
+    """`vaplan run --preset ave-sim ...`: the tracked AVE pipeline (pipelines/ave.py)."""
+    from vaplan.ave.config import PROMOTE_METRIC, ave_experiment
+    from vaplan.errors import ConfigError
+
+    if promote_metric not in (None, PROMOTE_METRIC):
+        raise ConfigError(f"--promote-metric {promote_metric}: an AVE model is gated on "
+                          f"{PROMOTE_METRIC} (per-video val segment accuracy)")
+    exp = ave_experiment(preset, overrides)
+    from pipelines.ave import AveRun, run_and_check
+
+    run_and_check(AveRun(exp, preset, tuple(overrides), experiment, tracking_uri, model_name,
+                         run_name, reuse=reuse, progress=not quiet))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
@@ -144,8 +169,9 @@ def sweep(ctx: typer.Context,
 def ablation(preset: str = typer.Option("sim-small", help="config preset (vaplan.config.PRESETS)"),
              set_: Optional[List[str]] = set_option(),
              table: str = typer.Option("5", help="5 (baseline ... + PLD), 6 (richness-aware "
-                                       "loss: 2, CR, SR, 4) or 8 (MGN, MM-Pyramid: base, "
-                                       "+MA, +PLG, +PLD)"),
+                                       "loss: 2, CR, SR, 4), 8 (MGN, MM-Pyramid: base, "
+                                       "+MA, +PLG, +PLD) or 9 (AVE with --preset ave-sim: "
+                                       "avel, avel+plg, psp, psp+plg, cmbs, cmbs+plg)"),
              rows: Optional[str] = typer.Option(None, help="rows of the table, e.g. 1,2 "
                                                 "(default: all; Table 5: 1..5, Table 6: "
                                                 "2,CR,SR,4; Table 8: mgn, mgn+ma, mgn+plg, "
@@ -180,9 +206,9 @@ def ablation(preset: str = typer.Option("sim-small", help="config preset (vaplan
                                                    "experiment (config + metrics) as CSV"),
              train: bool = typer.Option(True, help="--no-train: only --export, from an "
                                         "existing store")):
-    """Table 5 (baseline, PLG, + L'_S, + L_S, + PLD), Table 6 (CR only, SR only) or Table 8
-    (VAPLAN's labels on MGN and MM-Pyramid, docs/backbones.md): each row x seed an MLflow
-    run; resumable.
+    """Table 5 (baseline, PLG, + L'_S, + L_S, + PLD), Table 6 (CR only, SR only), Table 8
+    (VAPLAN's labels on MGN and MM-Pyramid, docs/backbones.md) or Table 9 (AVE: AVEL, PSP,
+    CMBS without and with PLG, docs/ave.md): each row x seed an MLflow run; resumable.
 
     Runs go to the experiment `vaplan-ablations`; the same command again resumes (finished
     rows x seeds are skipped), also across --ray and the default one-after-the-other.
@@ -195,11 +221,13 @@ def ablation(preset: str = typer.Option("sim-small", help="config preset (vaplan
 
         vaplan ablation --preset sim-full --table 8 --rows 'mgn*' --seeds 0,1
 
+        vaplan ablation --table 9 --preset ave-sim --seeds 0,1
+
         vaplan ablation --preset sim-small --output results/table5.md --export runs.csv
 
         vaplan ablation --no-train --export runs.csv --tracking-uri sqlite:///abl/mlflow.db
     """
-    from vaplan.ablation import get_table, parse_rows, parse_seeds
+    from vaplan.ablation import check_base, check_task, get_table, parse_rows, parse_seeds
     from vaplan.errors import ConfigError
 
     if not train:
@@ -210,8 +238,14 @@ def ablation(preset: str = typer.Option("sim-small", help="config preset (vaplan
         count = export_runs(export, tracking_uri=tracking_uri, experiment=experiment)
         typer.echo(f"[ablation] {count} unit runs of {experiment!r} written to {export}")
         return
-    cfg = _experiment(preset, set_)
+    from vaplan.ave.config import ave_experiment, is_ave_preset
+
+    cfg = ave_experiment(preset, set_ or []) if is_ave_preset(preset) else \
+        check_base(_experiment(preset, set_))  # Table 9 trains AVE experiments (docs/ave.md)
     spec = get_table(table)
+    check_task(spec, cfg)
+    if ray and spec.task == "ave":
+        raise ConfigError("--ray: Table 9's AVE units run one after the other (no --ray yet)")
     row_ids = parse_rows(rows, spec) if rows is not None else spec.row_ids
     if seeds is not None and any(item.split("=")[0].strip() == "train.seed"
                                  for item in set_ or []):
@@ -372,6 +406,12 @@ def evaluate(model: str = typer.Option("models:/vaplan-han@champion", help="mode
     """
     if split not in ("train", "val", "test"):
         raise UserError(f"--split must be train, val or test, got {split!r}")
+    from pipelines.ave import evaluate_registered as evaluate_ave, is_ave_model
+
+    if is_ave_model(model, tracking_uri):  # vaplan-avel/psp/cmbs: segment accuracy (docs/ave.md)
+        accuracy = evaluate_ave(model, split=split, tracking_uri=tracking_uri)["accuracy"]
+        typer.echo(f"{split}/accuracy   {accuracy:6.2f}")
+        return
     from pipelines.commands import evaluate_registered
     from vaplan.metrics import SCORE_KEYS
 

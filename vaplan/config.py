@@ -37,6 +37,11 @@ LRSchedule = Literal["step", "none"]
 PatternBank = Literal["val", "val+test"]
 FeatureDtype = Literal["float16", "float32"]
 Backbone = Literal["han", "mgn", "mm_pyramid"]
+# What a model trains on: the weak video labels y, MA's modality-aware video-level labels, the
+# PLG segment labels, or PLG denoised by PLD. One vocabulary: `labels.source` of the tracked
+# pipeline and `Row.labels` of the ablation tables (vaplan.ablation).
+LabelKind = Literal["video", "ma", "plg", "pld"]
+LABEL_KINDS: tuple[str, ...] = typing.get_args(LabelKind)
 
 
 # ---------------------------------------------------------------- rules (what an option accepts)
@@ -322,6 +327,16 @@ def backbone_overrides(name: str, recipe: bool = True) -> tuple[str, ...]:
     return model + (BACKBONE_RECIPES[name] if recipe else ())
 
 
+# Each label source's loss where it differs from the default (richness needs segment labels,
+# which the weak and MA labels do not have): Table 5 row 1 and Table 8's "+MA" rows.
+LABEL_RECIPES: dict[str, tuple[str, ...]] = {
+    "video": ("train.loss.variant=baseline",),
+    "ma": ("train.loss.variant=video",),
+    "plg": (),
+    "pld": (),
+}
+
+
 @dataclass(frozen=True)
 class LossConfig(Checked):
     """Which training objective to use.
@@ -534,6 +549,26 @@ class RegistryConfig(Checked):
 
 
 @dataclass(frozen=True)
+class LabelsConfig(Checked):
+    """Which labels the tracked pipeline's registered model trains on (docs/pipelines.md
+    "Label sources"; the ablation's rows name theirs in `Row.labels`).
+
+    source:
+      video  the weak video labels y (Table 5 row 1): train -> evaluate -> register
+      ma     MA's modality-aware video-level labels (Wu & Yang 2021, vaplan.ma_labels) made
+             from a model trained on y: train (on y) -> ma_labels -> retrain -> ...
+      plg    the PLG segment labels: generate_labels -> train -> evaluate -> register
+      pld    PLG, then PLD under `pld.apply` (the default, the paper's method)
+    video and ma have no segment labels: their loss is baseline|video and video (L_V), set by
+    LABEL_RECIPES unless `train.loss.variant` is given.
+    """
+
+    SECTION: ClassVar[str] = "labels"
+
+    source: LabelKind = "pld"
+
+
+@dataclass(frozen=True)
 class ExperimentConfig(Checked):
     """Everything one VAPLAN run needs: data, PLG, PLD and training."""
 
@@ -542,10 +577,14 @@ class ExperimentConfig(Checked):
     pld: PLDConfig = field(default_factory=PLDConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
 
 
 SECTIONS = (ModelConfig, LossConfig, TrainConfig, PLGConfig, PLDConfig, SimConfig, DataConfig,
-            RegistryConfig, ExperimentConfig)
+            RegistryConfig, LabelsConfig, ExperimentConfig)
+# The losses each label source can train with (the others need segment labels, or ignore the
+# modality labels MA makes).
+SOURCE_LOSSES = {"video": ("baseline", "video"), "ma": ("video",)}
 for _cls in SECTIONS:
     _cls.__doc__ = f"{(_cls.__doc__ or '').rstrip()}\n\n    {describe_options(_cls)}\n"
 
@@ -570,6 +609,11 @@ def validate_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
     if model.hidden_dim % model.num_heads:
         raise ConfigError(f"train.model.num_heads must divide train.model.hidden_dim "
                           f"({model.hidden_dim}), got {model.num_heads}")
+    source, variant = cfg.labels.source, cfg.train.loss.variant
+    if variant not in SOURCE_LOSSES.get(source, (variant,)):
+        raise ConfigError(f"labels.source={source} trains on video-level labels without segment "
+                          f"labels: train.loss.variant must be "
+                          f"{' or '.join(SOURCE_LOSSES[source])}, got {variant}")
     return cfg
 
 
@@ -592,10 +636,25 @@ PRESETS: dict[str, ExperimentConfig] = {
 
 
 def get_preset(name: str) -> ExperimentConfig:
-    """Return a named preset or raise naming the known ones."""
+    """Return a named LLP preset or raise naming the known ones (`preset_error`)."""
     if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+        raise preset_error(name, "LLP")
     return PRESETS[name]
+
+
+def preset_error(name: str, wanted: str) -> ConfigError:
+    """The one error for a `--preset` that is not a `wanted` ("LLP" or "AVE") preset: an
+    unknown name lists every preset of both tasks (`PRESETS` and AVE's
+    `vaplan.ave.config.AVE_PRESETS`, docs/ave.md); the other task's preset says so."""
+    from vaplan.ave.config import AVE_PRESETS  # it imports this module (and torch)
+
+    tasks = {"LLP": sorted(PRESETS), "AVE": sorted(AVE_PRESETS)}
+    owner = next((task for task, names in tasks.items() if name in names), None)
+    if owner is None:
+        return ConfigError(f"unknown preset {name!r}; expected one of "
+                           f"{tasks['LLP'] + tasks['AVE']}")
+    return ConfigError(f"preset {name!r} is an {owner} preset; this takes an {wanted} preset: "
+                       f"{tasks[wanted]}")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -653,7 +712,12 @@ def get_path(cfg: Any, dotted: str) -> Any:
 
 
 def replace_path(cfg: Any, dotted: str, value: Any) -> Any:
-    """A copy of `cfg` with the option "a.b.c" set to `value` (strings are parsed; checked)."""
+    """A copy of `cfg` with the option "a.b.c" set to `value` (strings are parsed; checked);
+    the copy remembers the options set explicitly in `cfg` (`explicit_options`)."""
+    return _remember(_replace_path(cfg, dotted, value), explicit_options(cfg))
+
+
+def _replace_path(cfg: Any, dotted: str, value: Any) -> Any:
     head, _, rest = dotted.partition(".")
     fields = {f.name: f for f in dataclasses.fields(cfg)}
     if head not in fields:
@@ -677,15 +741,76 @@ def replace_path(cfg: Any, dotted: str, value: Any) -> Any:
     return dataclasses.replace(cfg, **{head: value})
 
 
-def apply_overrides(cfg: Any, overrides: list[str] | tuple[str, ...]) -> Any:
-    """Apply "key=value" strings, e.g. ["train.lr=1e-3", "plg.visual_prompt=VP2"]; then
-    `validate_experiment` (for an ExperimentConfig)."""
+def _split_override(item: str) -> tuple[str, str]:
+    """"train.lr = 1e-3" -> ("train.lr", "1e-3"); ConfigError for anything without "="."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.option=value, "
+                          f"e.g. train.epochs=3")
+    key, raw = item.split("=", 1)
+    return key.strip(), raw.strip()
+
+
+def apply_overrides(cfg: Any, overrides: list[str] | tuple[str, ...],
+                    validate: bool = True) -> Any:
+    """Apply "key=value" strings, e.g. ["train.lr=1e-3", "plg.visual_prompt=VP2"], and
+    remember their options as set explicitly (`explicit_options`, whatever their values);
+    then `validate_experiment` (for an ExperimentConfig, unless `validate` is False)."""
+    keys = set()
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like section.option=value, "
-                              f"e.g. train.epochs=3")
-        key, raw = item.split("=", 1)
-        cfg = replace_path(cfg, key.strip(), raw.strip())
-    if isinstance(cfg, ExperimentConfig):
+        key, raw = _split_override(item)
+        cfg = replace_path(cfg, key, raw)
+        keys.add(key)
+    cfg = _remember(cfg, explicit_options(cfg) | keys)
+    if validate and isinstance(cfg, ExperimentConfig):
         validate_experiment(cfg)
     return cfg
+
+
+# ---------------------------------------------------------------- recipes and what the user set
+# A config remembers which options were set explicitly (`apply_overrides`: `--set`, a row's
+# overrides, a sweep's base) in an attribute outside its fields, so it is never compared,
+# serialised, logged or part of a key; `replace_path` and pickling keep it. A recipe (a
+# backbone's published sizes and training recipe, a label source's loss) fills only the
+# options the user did not set whose value is still ExperimentConfig()'s default: a `--set`
+# always wins, whatever its value, and so does a preset's own value (sim-tiny's 2 epochs).
+# docs/backbones.md "Recipes".
+_EXPLICIT = "_explicit_options"
+
+
+def explicit_options(cfg: Any) -> frozenset[str]:
+    """The dotted options set explicitly on `cfg` (by `apply_overrides`), e.g. {"train.lr"}."""
+    return getattr(cfg, _EXPLICIT, frozenset())
+
+
+def _remember(cfg: Any, options: typing.AbstractSet[str]) -> Any:
+    if options:
+        object.__setattr__(cfg, _EXPLICIT, frozenset(options))
+    return cfg
+
+
+def recipes(cfg: ExperimentConfig) -> tuple[str, ...]:
+    """The recipe of `cfg`'s backbone (published sizes + training, `backbone_overrides`) and
+    of its label source (LABEL_RECIPES), as "key=value" overrides."""
+    return backbone_overrides(cfg.train.model.name) + LABEL_RECIPES[cfg.labels.source]
+
+
+def with_recipe(cfg: ExperimentConfig, recipe: typing.Iterable[str]) -> ExperimentConfig:
+    """`cfg` with each "key=value" of `recipe` applied where the option is not in
+    `explicit_options(cfg)` and still at ExperimentConfig()'s default value (not validated:
+    the caller's last `apply_overrides` or `validate_experiment` checks the result)."""
+    default, explicit = ExperimentConfig(), explicit_options(cfg)
+    for item in recipe:
+        key, raw = _split_override(item)
+        if key not in explicit and get_path(cfg, key) == get_path(default, key):
+            cfg = replace_path(cfg, key, raw)
+    return cfg
+
+
+def configure(base: ExperimentConfig, overrides: list[str] | tuple[str, ...] = ()
+              ) -> ExperimentConfig:
+    """The config of a command: `base` (a preset) with the `--set` overrides, then the
+    recipes of the chosen backbone and label source (`recipes`) on the options no override
+    set and the preset left at the defaults; checked by `validate_experiment`. Used by
+    `vaplan run` / `python -m pipelines`, `vaplan ablation` and the sweeps alike."""
+    cfg = apply_overrides(base, overrides, validate=False)
+    return validate_experiment(with_recipe(cfg, recipes(cfg)))

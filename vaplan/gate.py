@@ -38,10 +38,11 @@ def gate_score_key(promote_metric: str) -> str:
 
 
 def video_scores(model, split: SplitData, key: str) -> np.ndarray:
-    """Per-video `key` score (percent) of `model` (a HAN) on `split`, official protocol: (N,)."""
-    from vaplan.train import predict  # torch only when scoring
+    """Per-video `key` score (percent) of `model` (a HAN, or its Predictions on `split`) on
+    `split`, official protocol: (N,)."""
+    from vaplan.train import Predictions, predict  # torch only when scoring
 
-    preds = predict(model, split.features)
+    preds = model if isinstance(model, Predictions) else predict(model, split.features)
     pred_audio, pred_visual = predicted_events(preds.prob_seg, preds.prob_video)
     return avvp_video_scores(pred_audio, pred_visual, split.gt_audio, split.gt_visual)[key]
 

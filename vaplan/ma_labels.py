@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from vaplan.categories import NUM_SEGMENTS
-from vaplan.data.types import Features, SplitData
-from vaplan.pseudo_labels import label_quality
+from vaplan.data.types import Features, PseudoLabels, SplitData
+from vaplan.pseudo_labels import pseudo_label_report
 from vaplan.train import TrainTargets
 
 MA_THRESHOLD = 0.5  # the paper's threshold on the scaled exchanged predictions
@@ -154,20 +154,26 @@ def ma_targets(split: SplitData, ma: MALabels) -> TrainTargets:
     return TrainTargets(y, ma.video_audio, ma.video_visual)
 
 
-def ma_label_quality(ma: MALabels, split: SplitData) -> dict[str, float]:
-    """Quality like PLG's (`vaplan.pseudo_labels.label_quality`, percent), per modality:
-    {"audio/video_precision", "audio/seg", "audio/event", "audio/average", "visual/..."}.
+def ma_pseudo_labels(ma: MALabels) -> PseudoLabels:
+    """MA labels as segment labels: each video label for all T segments, (N, C) -> (N, T, C).
 
-    MA labels have no timing: each video label counts for all T segments, so seg/event F
-    measure the labels as a segment labeller would use them; video_precision is theirs alone.
+    Their video-level union is the MA labels again, so `vaplan.train.build_targets` of them
+    equals `ma_targets` for the losses that read video-level labels only (`video`); the
+    tracked pipeline stores them this way in its label table (stage `ma`)."""
+    def repeat(labels: np.ndarray) -> np.ndarray:
+        return np.repeat(np.asarray(labels, np.uint8)[:, None, :], NUM_SEGMENTS, axis=1)
+    return PseudoLabels(seg_audio=repeat(ma.video_audio), seg_visual=repeat(ma.video_visual))
+
+
+def ma_label_quality(ma: MALabels, split: SplitData) -> dict[str, float]:
+    """Quality like PLG's (`vaplan.pseudo_labels.pseudo_label_report`, percent), per
+    modality: {"audio/video_precision", "audio/seg", "audio/event", "audio/average", ...}.
+
+    MA labels have no timing: each video label counts for all T segments (`ma_pseudo_labels`),
+    so seg/event F measure the labels as a segment labeller would use them; video_precision
+    is theirs alone.
     """
     if split.gt_audio is None or split.gt_visual is None:
         raise ValueError(f"split {split.name!r} has no segment ground truth to score MA "
                          f"labels against")
-    report = {}
-    for name, labels, gt in (("audio", ma.video_audio, split.gt_audio),
-                             ("visual", ma.video_visual, split.gt_visual)):
-        seg = np.repeat(labels[:, None, :], NUM_SEGMENTS, axis=1)  # (N, T, C)
-        for key, value in label_quality(seg, gt).items():
-            report[f"{name}/{key}"] = value
-    return report
+    return pseudo_label_report(ma_pseudo_labels(ma), split.gt_audio, split.gt_visual)

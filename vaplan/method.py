@@ -145,6 +145,24 @@ def choose_labels(plg: PseudoLabels, pld_labels: PseudoLabels, gt_audio: np.ndar
     return choices
 
 
+SOURCE_REASONS = {  # why a model trained on labels.source's labels (no choice was made)
+    "video": "trained on the weak video labels (no pseudo labels)",
+    "ma": "trained on MA's modality-aware video-level labels (from a model trained on y)",
+    "plg": "trained on the PLG labels; no PLD step",
+}
+
+
+def source_record(source: str) -> dict:
+    """The labels record (as `labels/choice.json`: apply, modalities -> source, reason) of a
+    model trained on `labels.source`'s labels where no PLD choice was made: video, ma, plg."""
+    if source not in SOURCE_REASONS:
+        raise ValueError(f"labels.source={source!r} has no fixed labels record; expected one "
+                         f"of {', '.join(SOURCE_REASONS)}")
+    return {"source": source, "apply": "never",
+            "modalities": {m: {"modality": m, "source": source, "apply": "never",
+                               "reason": SOURCE_REASONS[source]} for m in MODALITIES}}
+
+
 def apply_label_choice(plg: PseudoLabels, pld_labels: PseudoLabels,
                        choices: Mapping[str, LabelChoice]) -> PseudoLabels:
     """The labels to train on: per modality the PLD or PLG labels, as `choices` decided."""

@@ -78,19 +78,27 @@ def verify_integrity_file(files: Mapping[str, str | Path], subject: str) -> bool
     return True
 
 
-def features_from_input(model_input: Any) -> tuple[np.ndarray, Features]:
-    """(video_ids (N,), Features) from a dict of arrays or a one-row-per-video DataFrame."""
+def input_columns(model_input: Any, model: str, expected: str) -> dict[str, Any]:
+    """A pyfunc input, a dict of arrays or a one-row-per-video DataFrame, as {column: values};
+    TypeError / ValueError (no `audio` or `visual`) naming `model` and the `expected` columns.
+    Shared by vaplan-han and the AVE models (vaplan.ave.experiment)."""
     if isinstance(model_input, pd.DataFrame):
         columns = {key: model_input[key].tolist() for key in model_input.columns}
     elif isinstance(model_input, dict):
         columns = dict(model_input)
     else:
-        raise TypeError(f"vaplan-han expects a dict of arrays or a DataFrame, got "
+        raise TypeError(f"{model} expects a dict of arrays or a DataFrame, got "
                         f"{type(model_input).__name__}")
     missing = {"audio", "visual"} - set(columns)
     if missing:
-        raise ValueError(f"vaplan-han input lacks {sorted(missing)}; expected columns "
-                         f"audio (N,T,Da), visual (N,T,Dv), optional visual_3d and video_id")
+        raise ValueError(f"{model} input lacks {sorted(missing)}; expected columns {expected}")
+    return columns
+
+
+def features_from_input(model_input: Any) -> tuple[np.ndarray, Features]:
+    """(video_ids (N,), Features) from a dict of arrays or a one-row-per-video DataFrame."""
+    columns = input_columns(model_input, "vaplan-han", "audio (N,T,Da), visual (N,T,Dv), "
+                                                      "optional visual_3d and video_id")
     arrays = {key: _stack(columns[key]) for key in FEATURE_KEYS if columns.get(key) is not None}
     n = arrays["audio"].shape[0]
     ids = columns.get("video_id")

@@ -46,8 +46,8 @@ def job_metadata() -> dict:
     return json.loads(os.environ.get(JOB_ENV) or "{}").get("metadata") or {}
 
 
-def parser(spec: SweepSpec, doc: str) -> ArgumentParser:
-    """The options every job understands (a job adds its own)."""
+def parser(spec: SweepSpec, doc: str, asha: bool = False) -> ArgumentParser:
+    """The options every job understands (a job adds its own); `asha`: also ASHA's."""
     example = next(iter(searched(spec.default_space)), f"{spec.sections[0]}option")
     p = ArgumentParser(prog=f"python -m ray_jobs.{spec.job}", description=doc.split("\n")[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -82,6 +82,8 @@ def parser(spec: SweepSpec, doc: str) -> ArgumentParser:
     add("--seed", type=int, default=0, help="seed of the random search")
     add("--verbose", action="store_true", help="Ray Tune's own progress output, worker logs")
     add("--quiet", action="store_true", help=argparse.SUPPRESS)  # the default now
+    if asha:
+        add_asha_args(p)
     return p
 
 

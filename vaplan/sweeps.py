@@ -21,8 +21,8 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from vaplan.config import (ExperimentConfig, apply_overrides, flatten, from_dict, get_path,
-                           get_preset, replace_path)
+from vaplan.config import (ExperimentConfig, apply_overrides, configure, flatten, from_dict,
+                           get_path, get_preset, replace_path)
 from vaplan.errors import ConfigError, UserError
 from vaplan.io import read_json, write_json
 from vaplan.trial_groups import parse_gpus_per_trial
@@ -202,8 +202,10 @@ def sweep_description(job: str, preset: str, space: Mapping, best: Mapping, tria
 
 
 def base_experiment(opts, spec) -> ExperimentConfig:
-    """Preset + --set (+ device and threads for training trials); ConfigError if bad."""
-    base = apply_overrides(get_preset(opts.preset), list(opts.overrides))
+    """Preset + --set with the backbone's and label source's recipes on the options no --set
+    names (`vaplan.config.configure`), + device and threads for training trials; ConfigError
+    if bad."""
+    base = configure(get_preset(opts.preset), list(opts.overrides))
     if spec.trains:  # --gpus-per-trial auto: the device follows in ray_jobs.common
         gpus = parse_gpus_per_trial(opts.gpus_per_trial)
         base = apply_overrides(base, [

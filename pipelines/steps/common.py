@@ -17,6 +17,8 @@ from vaplan.pseudo_labels import pseudo_label_report
 
 PLG_FILE, PLD_FILE, CHECKPOINT = "labels/plg.parquet", "labels/pld.parquet", "checkpoint/han.pt"
 DENOISED_FILE = "labels/denoised.parquet"  # raw PLD output; PLD_FILE = the labels retrain uses
+MA_FILE = "labels/ma.parquet"  # labels.source=ma: MA's labels, each for all T segments
+VIDEO_FILE = "labels/video.parquet"  # labels.source=video: the weak labels y (no segments)
 LABEL_SPLITS = ("train", "val")  # pseudo labels are made for train (targets) and val (quality)
 
 

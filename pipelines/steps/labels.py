@@ -1,25 +1,31 @@
-"""Label steps: PLG (`generate_labels`) and PLD (`denoise`, which also chooses per modality the
-labels retrain trains on, `pld.apply`; docs/pipelines.md), their quality metrics and plots."""
+"""Label steps: PLG (`generate_labels`), PLD (`denoise`, which also chooses per modality the
+labels retrain trains on, `pld.apply`) and MA (`ma_labels`, labels.source=ma; docs/pipelines.md),
+their quality metrics and plots."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 from pipelines import tracking
 from pipelines.reuse import StepContext, StepLog, StepResult, run_step, section_params
-from pipelines.steps.common import (CHECKPOINT, DENOISED_FILE, PLD_FILE, PLG_FILE, label_splits,
-                                    log_quality, write_label_table)
+from pipelines.steps.common import (CHECKPOINT, DENOISED_FILE, MA_FILE, PLD_FILE, PLG_FILE,
+                                    label_splits, log_quality, write_label_table)
 from vaplan import plots
 from vaplan.config import PLDConfig, PLGConfig
 from vaplan.data.types import Dataset
 from vaplan.io import read_json, write_json
-from vaplan.label_table import choice_scores, choice_tags, flip_rates, read_labels
+from vaplan.label_table import (choice_scores, choice_tags, flip_rates, labels_table,
+                                read_labels, write_labels)
+from vaplan.ma_labels import ma_pseudo_labels, modality_aware_labels
 from vaplan.method import apply_label_choice, choose_labels, denoise_pseudo_labels
 from vaplan.pseudo_labels import generate_pseudo_labels
 from vaplan.train import load_checkpoint, predict
 
 CHOICE_FILE = "labels/choice.json"
 DENOISE_FORMAT = 2  # 2: pld.parquet = the chosen labels, raw PLD in denoised.parquet
+MA_FORMAT = 1
+NO_PROMPT = SimpleNamespace(audio_prompt="", visual_prompt="")  # labels no teacher made
 
 
 def generate_labels(ctx: StepContext, dataset: Dataset, plg: PLGConfig) -> StepResult:
@@ -69,6 +75,25 @@ def denoise(ctx: StepContext, dataset: Dataset, pld: PLDConfig, plg: PLGConfig,
     result = run_step(ctx, "denoise", config, inputs, compute, params=section_params(pld))
     tag_label_choice(read_json(result.path(CHOICE_FILE)), run_id=result.run_id)
     return result
+
+
+def ma_labels(ctx: StepContext, dataset: Dataset, seed: int, model: StepResult) -> StepResult:
+    """MA's modality-aware video-level labels (`vaplan.ma_labels`, Wu & Yang 2021) of train
+    (targets) and val (quality, `ma/val/<modality>/<k>` like PLG's) from `model`, trained on
+    the weak labels; exchange partners drawn with `seed` (`train.seed`, as the ablation's
+    `+ma` rows). Label table MA_FILE, stage `ma`: each video label for all T segments."""
+    def compute(out: Path, log: StepLog) -> None:
+        net, _, _ = load_checkpoint(model.path(CHECKPOINT))
+        labels = {name: (split.video_ids, ma_pseudo_labels(
+            modality_aware_labels(net, split, seed=seed)))
+            for name, split in label_splits(dataset).items()}
+        video_labels = {name: split.video_labels for name, split in label_splits(dataset).items()}
+        write_labels(out / MA_FILE, labels_table("ma", labels, video_labels, {}, NO_PROMPT))
+        log_quality(log, "ma", labels["val"][1], dataset.val)
+
+    inputs = {"dataset": dataset.digest, "checkpoint": model.digest(CHECKPOINT)}
+    return run_step(ctx, "ma_labels", {"seed": seed, "format": MA_FORMAT}, inputs, compute,
+                    params={"labels.source": "ma", "train.seed": seed})
 
 
 def tag_label_choice(record: dict, run_id: str) -> None:

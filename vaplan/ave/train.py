@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Callable, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -50,7 +50,7 @@ class AveTrainConfig(Checked):
     steps (StepLR stepped per batch, AVEL) or after each epoch listed in lr_milestones
     (MultiStepLR stepped per epoch, PSP and CMBS); one of the two, or neither."""
 
-    SECTION: ClassVar[str] = "ave.train"
+    SECTION: ClassVar[str] = "train"  # the AVE experiment's `train.*` (vaplan.ave.config)
 
     epochs: int = option(250, integer(1))
     batch_size: int = option(64, integer(1))
@@ -65,6 +65,7 @@ class AveTrainConfig(Checked):
     plg_weight: float = option(0.0, NON_NEGATIVE)
     seed: int = option(0, SEED)
     device: str = option("cpu", DEVICE)
+    num_threads: int = option(0, integer(0))  # torch intra-op threads; 0 keeps torch's default
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -131,11 +132,11 @@ def weak_loss(output: AveOutput, video_label: torch.Tensor, pseudo: torch.Tensor
     elif video_loss == "bce":
         loss = F.binary_cross_entropy(output.video_probs, targets)
     else:
-        raise ConfigError(f"ave.train.video_loss must be one of ['soft_margin', 'bce'], "
+        raise ConfigError(f"train.video_loss must be one of ['soft_margin', 'bce'], "
                           f"got {video_loss!r}")
     if plg_weight > 0:
         if pseudo is None:
-            raise ConfigError("ave.train.plg_weight > 0 needs PLG segment labels for the train split")
+            raise ConfigError("train.plg_weight > 0 needs PLG segment labels for the train split")
         loss = loss + plg_weight * F.cross_entropy(output.plg_scores.reshape(-1, NUM_OUTPUTS),
                                                    pseudo.reshape(-1).long())
     return loss
@@ -147,7 +148,7 @@ def weak_step(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: AveTrainC
     """One optimizer step on one batch (B, T, 128), (B, T, 7, 7, 512), (B,) [, (B, T)] -> loss."""
     loss = weak_loss(model(audio, visual), video_label, pseudo, cfg.plg_weight, cfg.video_loss)
     if not torch.isfinite(loss):
-        raise NonFiniteTrainingError("AVE training: non-finite loss (lower ave.train.lr?)")
+        raise NonFiniteTrainingError("AVE training: non-finite loss (lower train.lr?)")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.clip_grad_norm > 0:
@@ -177,9 +178,13 @@ def evaluate(model: nn.Module, split: AveSplitTensors, device: str = "cpu") -> f
 
 
 def train_weak(model: nn.Module, cfg: AveTrainConfig, train: AveSplitTensors,
-               val: AveSplitTensors) -> AveTrainResult:
+               val: AveSplitTensors, on_epoch: Callable[[dict], None] | None = None
+               ) -> AveTrainResult:
     """Train `model` with the weak protocol (+PLG when cfg.plg_weight > 0); keep the best val
-    epoch. history[i]["lr"] is the learning rate epoch i started with."""
+    epoch. history[i]["lr"] is the learning rate epoch i started with; `on_epoch(record)` is
+    called with each epoch's record (epoch, loss, lr[, val_accuracy])."""
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     model = model.to(cfg.device)
@@ -208,7 +213,7 @@ def train_weak(model: nn.Module, cfg: AveTrainConfig, train: AveSplitTensors,
                                  None if pseudo is None else pseudo[index].to(cfg.device))
             except NonFiniteTrainingError:
                 raise NonFiniteTrainingError(f"AVE training: non-finite loss at epoch {epoch}, "
-                                             f"step {steps + 1} (lower ave.train.lr?)") from None
+                                             f"step {steps + 1} (lower train.lr?)") from None
             if per_step is not None:
                 per_step.step()  # per batch, as AVEL's reference
             total, steps = total + loss, steps + 1
@@ -221,6 +226,8 @@ def train_weak(model: nn.Module, cfg: AveTrainConfig, train: AveSplitTensors,
                 best_state = copy.deepcopy(model.state_dict())
                 best_epoch, best_accuracy = epoch, record["val_accuracy"]
         history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
     model.load_state_dict(best_state)
     return AveTrainResult(model, best_epoch, best_accuracy, history)
 

@@ -36,11 +36,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from vaplan.config import SEED, Checked, FeatureDtype, integer, one_of, option
+from vaplan.config import SEED, Checked, FeatureDtype, integer, option
 from vaplan.data.ave import (AUDIO_SHAPE, AVE_CLASS_INDEX, AVE_CLASSES, BACKGROUND,
                              NUM_AVE_CLASSES, NUM_AVE_SEGMENTS, NUM_BACKGROUND_VIDEOS,
                              VISUAL_SHAPE, AveSplit, load_split)
-from vaplan.prompts import AUDIO_PROMPTS, VISUAL_PROMPTS
 from vaplan.sim.latent import Latent, _lognormal, _miss_chain
 from vaplan.sim.params import DEFAULT_PARAMS, SimParams
 from vaplan.sim.teachers import PROMPT_IDS, TeacherWorld, simulate_cosines, softmax_cosines
@@ -72,22 +71,21 @@ AVE_VISUAL_MISS_RATE: dict[str, float] = {
 
 @dataclass(frozen=True)
 class AveSimConfig(Checked):
-    """Size, seed and teacher prompts of an AVE-sim dataset (`load_ave_dataset`).
+    """Size and seed of an AVE-sim dataset (`load_ave_dataset`; every prompt set is simulated,
+    the one PLG uses is `plg.visual_prompt` / `plg.audio_prompt`, vaplan.ave.config).
 
     val/test are the real AVE splits (a seeded random `max_eval_videos` of them when > 0, a
     smoke check, not the benchmark); train is a seeded random `num_train` videos of the official
     train split (0 = all 3,339) plus `num_background` simulated background-only videos.
     """
 
-    SECTION: ClassVar[str] = "data.ave_sim"
+    SECTION: ClassVar[str] = "data.sim"  # the AVE experiment's `data.sim.*` (vaplan.ave.config)
 
     num_train: int = option(0, integer(0, MAX_TRAIN, "0 (all 3,339) .. 3339"))
     num_background: int = option(NUM_BACKGROUND_VIDEOS, integer(0, NUM_BACKGROUND_VIDEOS))
     max_eval_videos: int = option(0, integer(0, 402, "0 (all 402) .. 402"))
     seed: int = option(0, SEED)
     feature_dtype: FeatureDtype = "float16"
-    visual_prompt: str = option("VP1", one_of(VISUAL_PROMPTS, "the visual prompt sets"))
-    audio_prompt: str = option("AP2", one_of(AUDIO_PROMPTS, "the audio prompt sets"))
 
 
 @dataclass(frozen=True)
@@ -138,13 +136,13 @@ class AveDataset:
     weak_audio: np.ndarray  # (n_train + n_background, T, 128): train then background rows
     weak_visual: np.ndarray  # (n_train + n_background, T, 7, 7, 512), same buffer as the splits
 
-    def clip(self, split: str) -> np.ndarray:
-        """(n, T, 28) visual teacher probabilities of the configured prompt set."""
-        return getattr(self, split).teachers[self.config.visual_prompt]
+    def clip(self, split: str, prompt: str = "VP1") -> np.ndarray:
+        """(n, T, 28) visual teacher probabilities of prompt set `prompt` (VP1-VP4)."""
+        return getattr(self, split).teachers[prompt]
 
-    def clap(self, split: str) -> np.ndarray:
-        """(n, T, 28) audio teacher probabilities of the configured prompt set."""
-        return getattr(self, split).teachers[self.config.audio_prompt]
+    def clap(self, split: str, prompt: str = "AP2") -> np.ndarray:
+        """(n, T, 28) audio teacher probabilities of prompt set `prompt` (AP1-AP2)."""
+        return getattr(self, split).teachers[prompt]
 
 
 def split_tensors(dataset: AveDataset, split: str):
