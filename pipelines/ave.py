@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Callable
 
 import mlflow
-import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
@@ -130,19 +129,11 @@ def evaluate(ctx: StepContext, data, model: StepResult) -> StepResult:
     return run_step(ctx, "evaluate", {}, inputs, compute, params={})
 
 
-def champion_scorer(model_name: str, data) -> registry.ChampionScores:
-    """champion version -> its per-video val accuracy on the candidate's val videos."""
-    def score(version: str) -> np.ndarray:
-        with tempfile.TemporaryDirectory(prefix="vaplan-champion-") as tmp:
-            try:
-                folder = commands.pull(model_name, tmp, version=version,
-                                       tracking_uri=mlflow.get_tracking_uri())
-                net, _, _ = ave.load_checkpoint(folder / "checkpoint.pt")
-            except (UserError, LookupError, OSError, ValueError, RuntimeError) as err:
-                raise registry.IncomparableChampion(
-                    f"its checkpoint could not be loaded as an AVE model ({err})") from err
-        return ave.video_scores(net, data, "val")
-    return score
+def _ave_scores(checkpoint: Path) -> Callable:
+    """`registry.champion_scorer`'s `load` for an AVE champion: (data, split) -> (N,) per-video
+    segment accuracy."""
+    net, _, _ = ave.load_checkpoint(checkpoint)
+    return lambda data, split: ave.video_scores(net, data, split)
 
 
 def register(ctx: StepContext, data, cfg: AveExperimentConfig, model_name: str,
@@ -153,33 +144,21 @@ def register(ctx: StepContext, data, cfg: AveExperimentConfig, model_name: str,
         scores = read_json(evaluation.path(SCORES))
         net, _, _ = ave.load_checkpoint(model.path(CHECKPOINT))
         candidate = ave.video_scores(net, data, "val")  # (N,), mean = val/accuracy
-        dataset = {"digest": data.digest, "description": data.description}
         config_json = write_json(out / "config.json", {  # task: commands.read_pulled_config
             "task": "ave", "experiment": to_dict(cfg), "model_name": model_name,
-            "dataset": dataset})
-        info = registry.log_han_model(model_name, model.path(CHECKPOINT), labels.path(LABELS),
-                                      config_json, flat_scores(scores),
-                                      {"dataset_digest": data.digest,
-                                       "parent_run_id": ctx.parent_run_id},
-                                      entry=Path(__file__), signature=model_signature())
-        version = str(info.registered_model_version)
-        registry.tag_version(model_name, version, data.digest, cfg.model.name)
+            "dataset": {"digest": data.digest, "description": data.description}})
         notes = (f"AVE segment accuracy: val {scores['val']['accuracy']:.2f}, test "
                  f"{scores['test']['accuracy']:.2f}; {cfg.model.name} "
                  f"{'+ PLG' if cfg.plg.use else 'weak baseline (no PLG)'}")
-        decision = registry.apply_promotion_gate(
-            model_name, version, candidate, PROMOTE_METRIC, cfg.registry,
-            champion_scorer(model_name, data), notes=notes)
-        write_json(out / registry.RECORD, {
-            "model_name": model_name, "version": version,
-            "model_uri": f"models:/{model_name}/{version}", "logged_model_uri": info.model_uri,
-            "decision": decision.to_dict(), "scores": scores, "dataset": dataset,
-            "parent_run_id": ctx.parent_run_id,
-            "description": decision.description() + "\n\n" + notes})
-        log.scores({"registry/version": int(version), "registry/promoted": int(decision.promoted),
-                    "registry/improvement": decision.improvement,
-                    "registry/improvement_low": decision.low,
-                    "registry/improvement_high": decision.high})
+        files = {"checkpoint": model.path(CHECKPOINT), "labels": labels.path(LABELS),
+                 "config": config_json}
+        record = registry.register_version(
+            out, model_name, files, scores, candidate,
+            registry.champion_scorer(model_name, data, "val", load=_ave_scores),
+            promote_metric=PROMOTE_METRIC, cfg=cfg.registry, backbone=cfg.model.name,
+            dataset=data, run_id=ctx.parent_run_id, notes=notes,
+            entry=Path(__file__), signature=model_signature())
+        log.scores(registry.decision_metrics(record))
 
     inputs = {"dataset": data.digest, "checkpoint": model.digest(CHECKPOINT),
               "labels": labels.digest(LABELS), "scores": evaluation.digest(SCORES)}
@@ -299,9 +278,7 @@ def is_ave_model(model_uri: str, tracking_uri: str | None = None) -> bool:
     """Whether a registered version is an AVE model (its `vaplan.backbone` tag)."""
     from vaplan.ave import AVE_MODELS
 
-    tracking.open_existing_store(tracking_uri, *parse_model_uri(model_uri))
-    name, alias, version = parse_model_uri(model_uri)
-    found = registry.resolve_version(name, alias=alias, version=version)
+    found = registry.open_version(tracking_uri, *parse_model_uri(model_uri))
     return found.tags.get(registry.BACKBONE_TAG) in AVE_MODELS
 
 
@@ -310,11 +287,9 @@ def evaluate_registered(model_uri: str, split: str = "test", tracking_uri: str |
                         data=None) -> dict[str, float]:
     """Load a registered AVE pyfunc (files checked against their sha256 first), predict
     `split` of the dataset its config records, return {"accuracy": segment accuracy}."""
-    tracking.open_existing_store(tracking_uri, *parse_model_uri(model_uri))
-    name, alias, version = parse_model_uri(model_uri)
-    found = registry.resolve_version(name, alias=alias, version=version)
+    found = registry.open_version(tracking_uri, *parse_model_uri(model_uri))
     with tempfile.TemporaryDirectory(prefix="vaplan-evaluate-") as tmp:
-        local, _ = commands._download_verified(name, found, Path(tmp))
+        local, _ = commands._download_verified(found.name, found, Path(tmp))
         model = mlflow.pyfunc.load_model(str(local))
     record = model.unwrap_python_model().record
     if data is None:

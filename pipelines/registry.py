@@ -218,30 +218,43 @@ def resolve_version(name: str, alias: str | None = CHAMPION,
     return found
 
 
-def champion_scorer(model_name: str, split: SplitData, key: str) -> ChampionScores:
+def champion_scorer(model_name: str, split, key: str,
+                    load: Callable[[Path], Callable] | None = None) -> ChampionScores:
     """champion version -> its per-video `key` scores on `split` (the candidate's val videos).
 
     Pulls the version's checkpoint from the registry (digests verified); a checkpoint that
-    cannot be loaded or fed these features raises IncomparableChampion.
+    cannot be loaded or fed these features raises IncomparableChampion. `load`: another kind
+    of model (AVE, pipelines/ave.py): load(checkpoint path) -> score(split, key) -> (N,).
     """
     from pipelines import commands  # commands imports this module
-    from vaplan.train import load_checkpoint
 
     def score(version: str):  # -> (N,) per-video scores
         with tempfile.TemporaryDirectory(prefix="vaplan-champion-") as tmp:
             try:
                 folder = commands.pull(model_name, tmp, version=version,
                                        tracking_uri=mlflow.get_tracking_uri())
-                han, cfg, _ = load_checkpoint(folder / "checkpoint.pt")
-            except (UserError, LookupError, OSError, ValueError) as err:
+                scores = (load or _han_scores)(folder / "checkpoint.pt")
+            except (UserError, LookupError, OSError, ValueError, RuntimeError) as err:
                 raise IncomparableChampion(
                     f"its checkpoint could not be loaded ({err})") from err
+        return scores(split, key)
+    return score
+
+
+def _han_scores(checkpoint: Path) -> Callable[[SplitData, str], np.ndarray]:
+    """champion_scorer's default `load`: a HAN checkpoint, refused when it cannot take the
+    split's features (IncomparableChampion naming what it expects)."""
+    from vaplan.train import load_checkpoint
+
+    han, cfg, _ = load_checkpoint(checkpoint)
+
+    def scores(split: SplitData, key: str) -> np.ndarray:
         mismatch = feature_mismatch(cfg.model, split.features)
         if mismatch:
             raise IncomparableChampion(
                 f"its checkpoint cannot take these features: it expects {mismatch}")
         return video_scores(han, split, key)
-    return score
+    return scores
 
 
 def register_version(out: Path, model_name: str, files: Mapping[str, Path],

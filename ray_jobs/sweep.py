@@ -14,7 +14,6 @@ from typing import Any, Callable, Iterator, Mapping
 
 from pipelines import tracking
 from ray_jobs import common
-from vaplan.data.dataset import load_dataset
 from vaplan.store_uri import is_server, ui_command, ui_links, ui_url
 from vaplan.sweep_options import EXIT_INTERRUPTED, SweepSpec, job_metadata, plan
 from vaplan.sweeps import (RANGES, SweepState, dotted, metrics_of, searched, sweep_description,
@@ -195,7 +194,7 @@ def run_job(spec: SweepSpec, opts, data_fn: Callable[[SweepState, Any], Mapping]
     """A single sweep job: plan (checked before Ray), load data, run; the exit status."""
     folder = sweep_folder(spec.job, opts)
     state = plan(spec, opts, folder)
-    dataset = load_dataset(state.experiment.data)
+    dataset = state.dataset()
     with ray_session(opts):
         state = run_sweep(spec, opts, state, folder, lambda s: data_fn(s, dataset))
     return 0 if state.finished else EXIT_INTERRUPTED

@@ -17,6 +17,11 @@ taus (--num-samples trials, default 200, seeded with the global tau), all on val
 run logs the tau table, val and test quality of the three (test: evaluation only) and the
 val-best per-class taus as per_class_thresholds.json, for
 --set plg.visual_threshold_per_class=@per_class_thresholds.json (audio alike).
+
+--preset ave-sim (docs/ave.md "Threshold sweep"): AVE's (visual, audio) thresholds on val,
+default 0.030..0.045 step 0.001 each (256 trials), objective `plg/val/accuracy` (AV pseudo
+label segment accuracy, `vaplan.ave.quality`); the winner's config has plg.search=false:
+  python -m ray_jobs.tune_plg --preset ave-sim --set data.sim.num_train=300
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from ray_jobs.common import SWEEP_TAG
 from vaplan.cli import exits_on_user_error
 from vaplan.sweep_options import SweepSpec, parser, plan_per_class
 from vaplan.sweep_scores import PLG_OBJECTIVE as OBJECTIVE, plg_scores
-from vaplan.sweeps import base_experiment, metrics_of
+from vaplan.sweeps import base_experiment, is_ave, metrics_of
+
 DEFAULT_SPACE = {"plg.visual_threshold": {"grid_search": [0.039, 0.040, 0.041, 0.042, 0.043]},
                  "plg.audio_threshold": {"grid_search": [0.036, 0.037, 0.038, 0.039, 0.040]},
                  "plg.visual_prompt": {"grid_search": ["VP1", "VP2", "VP3", "VP4"]},
@@ -51,6 +57,31 @@ def plg_body(experiment, dataset) -> None:
 
 SPEC = SweepSpec(job="tune_plg", sections=("plg.",), default_space=DEFAULT_SPACE,
                  metric=OBJECTIVE, objective=OBJECTIVE, body=plg_body)
+
+AVE_OBJECTIVE = "plg/val/accuracy"
+AVE_GRID = [round(0.030 + 0.001 * i, 3) for i in range(16)]  # every 2nd of search_thresholds'
+AVE_SPACE = {"plg.search": False,  # the winner's config uses its thresholds as given
+             "plg.visual_threshold": {"grid_search": AVE_GRID},
+             "plg.audio_threshold": {"grid_search": AVE_GRID}}
+
+
+def ave_plg_body(experiment, annotations, teachers) -> None:
+    """Report the quality of AVE val's AV pseudo labels (`vaplan.ave.quality`): `annotations`
+    val's AveSplit, `teachers` its prompt id -> (N, T, 28) probabilities."""
+    from ray import tune
+
+    from vaplan.ave.quality import plg_label_quality
+
+    plg = experiment.plg
+    quality = plg_label_quality(annotations.video_label, annotations.truth,
+                                teachers[plg.visual_prompt], teachers[plg.audio_prompt],
+                                plg.visual_threshold, plg.audio_threshold)
+    tune.report({f"plg/val/{key}": value for key, value in quality.items()})
+
+
+AVE_SPEC = SweepSpec(job="tune_plg", sections=("plg.",), default_space=AVE_SPACE,
+                     metric=AVE_OBJECTIVE, objective=AVE_OBJECTIVE, body=ave_plg_body,
+                     task="ave")
 
 
 def per_class_trial(config: dict, val: dict) -> None:
@@ -126,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     opts = p.parse_args(argv)
     if opts.per_class:
         return per_class(opts)
+    if is_ave(opts.preset):  # val's labels and teachers only, not the features
+        return sweep.run_job(AVE_SPEC, opts, lambda state, data: {
+            "annotations": data.val.annotations, "teachers": data.val.teachers})
     return sweep.run_job(SPEC, opts, lambda state, dataset: {"dataset": dataset})
 
 

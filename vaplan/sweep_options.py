@@ -39,6 +39,7 @@ class SweepSpec:
     # points(space, base) -> [{option: value}]: trials run first, besides the space (Tune's
     # points_to_evaluate; tune_pld's "no denoising" arm, docs/ray.md)
     points: Callable | None = None
+    task: str = "avvp"  # "ave": the job's AVE variant, for AVE presets (`sweeps.base_experiment`)
 
 
 def job_metadata() -> dict:
@@ -114,7 +115,8 @@ def plan(spec: SweepSpec, opts, folder: Path, base: ExperimentConfig | None = No
     in_job = job_metadata() and not (opts.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
     uri = resolve_tracking_uri(opts.tracking_uri, cwd=Path.home() / ".vaplan"
                                if in_job else None)  # a job's cwd is a temp copy
-    return SweepState(spec.job, folder.name, "", "", uri, to_dict(base), space, int(num_samples))
+    return SweepState(spec.job, folder.name, "", "", uri, to_dict(base), space, int(num_samples),
+                      task=spec.task)
 
 
 def plan_per_class(opts) -> tuple[int, Path]:

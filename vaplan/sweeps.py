@@ -21,8 +21,8 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from vaplan.config import (ExperimentConfig, apply_overrides, configure, flatten, from_dict,
-                           get_path, get_preset, replace_path)
+from vaplan.config import (PRESETS, ExperimentConfig, apply_overrides, configure, flatten,
+                           from_dict, get_path, get_preset, replace_path)
 from vaplan.errors import ConfigError, UserError
 from vaplan.io import read_json, write_json
 from vaplan.trial_groups import parse_gpus_per_trial
@@ -151,6 +151,7 @@ class SweepState:
     num_samples: int
     finished: bool = False
     best: dict = field(default_factory=dict)
+    task: str = "avvp"  # "ave": `base` is an AveExperimentConfig (docs/ave.md); older files: avvp
 
     def save(self, folder: Path) -> None:
         write_json(folder / STATE_FILE, self.__dict__)
@@ -161,7 +162,21 @@ class SweepState:
 
     @property
     def experiment(self) -> ExperimentConfig:
+        if self.task == "ave":
+            from vaplan.ave.config import AveExperimentConfig  # lazy: torch
+
+            return from_dict(AveExperimentConfig, self.base)
         return from_dict(ExperimentConfig, self.base)
+
+    def dataset(self):
+        """The experiment's dataset: LLP's (`load_dataset`), AVE-sim for AVE (docs/ave.md)."""
+        if self.task == "ave":
+            from vaplan.ave.experiment import load_data
+
+            return load_data(self.experiment)
+        from vaplan.data.dataset import load_dataset
+
+        return load_dataset(self.experiment.data)
 
     @property
     def winner(self) -> ExperimentConfig:
@@ -201,10 +216,29 @@ def sweep_description(job: str, preset: str, space: Mapping, best: Mapping, tria
         *(["", ui_note] if ui_note else [])])
 
 
+def is_ave(preset: str) -> bool:
+    """Whether `preset` is an AVE preset (docs/ave.md), without importing torch for LLP's."""
+    if preset in PRESETS:
+        return False
+    from vaplan.ave.config import is_ave_preset  # lazy: torch
+
+    return is_ave_preset(preset)
+
+
 def base_experiment(opts, spec) -> ExperimentConfig:
     """Preset + --set with the backbone's and label source's recipes on the options no --set
     names (`vaplan.config.configure`), + device and threads for training trials; ConfigError
-    if bad."""
+    if bad. An AVE preset: `ave_experiment`, for an AVE spec (`spec.task`) only, else UserError
+    (AVE sweeps PLG's thresholds only: docs/ave.md)."""
+    if is_ave(opts.preset):
+        what = "--per-class" if getattr(opts, "per_class", False) else (
+            None if spec.task == "ave" else f"the {spec.job} sweep")
+        if what:
+            raise UserError(f"--preset {opts.preset} is an AVE preset: AVE sweeps only PLG's "
+                            f"visual/audio thresholds (vaplan sweep plg), not {what}")
+        from vaplan.ave.config import ave_experiment
+
+        return ave_experiment(opts.preset, list(opts.overrides))
     base = configure(get_preset(opts.preset), list(opts.overrides))
     if spec.trains:  # --gpus-per-trial auto: the device follows in ray_jobs.common
         gpus = parse_gpus_per_trial(opts.gpus_per_trial)
