@@ -26,14 +26,13 @@ from vaplan.errors import NonFiniteTrainingError, UserError
 from vaplan.gate import feature_mismatch, gate_score_key, video_scores
 from vaplan.io import write_json
 from vaplan.label_table import labels_table, write_labels
+from vaplan.method import source_record
 from vaplan.report import flat_scores, results_markdown
 from vaplan.runs import short_name
 from vaplan.train import check_trained, evaluate_model, load_checkpoint, predict
 
 WEAK_STAGE = "video"  # the label table's stage for models trained on the weak video labels
-WEAK_CHOICE = {"apply": "never", "modalities": {  # the labels record of a pipeline version
-    modality: {"source": "video", "reason": "trained on the weak video labels (no pseudo "
-                                            "labels)"} for modality in ("audio", "visual")}}
+WEAK_CHOICE = source_record("video")  # the labels record of a pipeline version
 
 
 def register_checkpoint(checkpoint: str | Path, experiment: ExperimentConfig, *,

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from vaplan.teachers.decode import SAMPLE_RATE
 
 
 def segment_colour(t: int) -> tuple[int, int, int]:
