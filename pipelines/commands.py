@@ -31,8 +31,9 @@ PULLED_FILES = {"checkpoint": "checkpoint.pt", "labels": "labels.parquet",
 @tracking.auth_errors()  # a server's 401/403: one line (docs/deploy.md)
 def pull(model: str, dest: str, alias: str | None = "champion", version: int | None = None,
          tracking_uri: str | None = None) -> Path:
-    """Write a registered version's checkpoint.pt, labels.parquet (the denoised labels it was
-    trained on), config.json and version.json (name, version, aliases, tags) into `dest`.
+    """Write a registered version's checkpoint.pt, labels.parquet (the labels it was trained
+    on: its label table, stage video/ma/plg/pld, or AVE's PLG labels), config.json and
+    version.json (name, version, aliases, tags) into `dest`.
 
     `version` wins over `alias`. Every file is checked against the sha256 recorded at
     registration first (IntegrityError names the file and both digests); on any failure

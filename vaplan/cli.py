@@ -375,7 +375,7 @@ def pull(model: str = typer.Option("vaplan-han", help="registered model name"),
          version: Optional[int] = typer.Option(None, help="version to pull (instead of alias)"),
          dest: Path = typer.Option(..., help="folder for checkpoint, labels and config"),
          tracking_uri: Optional[str] = store_option()):
-    """Pull a registered model: checkpoint, denoised labels (Parquet) and config.
+    """Pull a registered model: checkpoint, the labels it was trained on (Parquet) and config.
 
     Every file is checked against the sha256 recorded at registration first.
 
