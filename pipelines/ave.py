@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
@@ -35,8 +36,10 @@ from vaplan.store_uri import parse_model_uri, ui_links
 
 LABELS, THRESHOLDS = "labels/plg.parquet", "labels/thresholds.json"
 CHECKPOINT, SCORES = "checkpoint/ave.pt", "scores.json"
+VIDEO_SCORES = "video_scores_val.json"  # (N,) per-video val accuracy: the gate's candidate
+EVALUATE_FORMAT = 2  # 2: also writes VIDEO_SCORES
 STEP_NAMES = ("generate_labels", "train", "evaluate", "register")
-REGISTER_FORMAT = 1
+REGISTER_FORMAT = 2  # 2: gates on the evaluate step's VIDEO_SCORES
 AfterStep = Callable[[str, StepResult], None]
 
 
@@ -117,16 +120,18 @@ def train(ctx: StepContext, data, cfg: AveExperimentConfig, labels: StepResult) 
 
 
 def evaluate(ctx: StepContext, data, model: StepResult) -> StepResult:
-    """Segment accuracy on val and test: val/accuracy, test/accuracy."""
+    """Segment accuracy on val and test (val/accuracy, test/accuracy) and val's per-video
+    accuracy for the register step's gate, from one prediction per split."""
     def compute(out: Path, log: StepLog) -> None:
         net, _, _ = ave.load_checkpoint(model.path(CHECKPOINT))
-        scores = ave.split_scores(net, data)
+        scores, val_videos = ave.scores_and_val_videos(net, data)
         for name, values in scores.items():
             log.scores(values, prefix=f"{name}/")
         write_json(out / SCORES, scores)
+        write_json(out / VIDEO_SCORES, val_videos.tolist())
 
     inputs = {"dataset": data.digest, "checkpoint": model.digest(CHECKPOINT)}
-    return run_step(ctx, "evaluate", {}, inputs, compute, params={})
+    return run_step(ctx, "evaluate", {"format": EVALUATE_FORMAT}, inputs, compute, params={})
 
 
 def _ave_scores(checkpoint: Path) -> Callable:
@@ -142,8 +147,7 @@ def register(ctx: StepContext, data, cfg: AveExperimentConfig, model_name: str,
     against the champion on per-video val accuracy (paired bootstrap, `registry.*`)."""
     def compute(out: Path, log: StepLog) -> None:
         scores = read_json(evaluation.path(SCORES))
-        net, _, _ = ave.load_checkpoint(model.path(CHECKPOINT))
-        candidate = ave.video_scores(net, data, "val")  # (N,), mean = val/accuracy
+        candidate = np.asarray(read_json(evaluation.path(VIDEO_SCORES)))  # (N,) val
         config_json = write_json(out / "config.json", {  # task: commands.read_pulled_config
             "task": "ave", "experiment": to_dict(cfg), "model_name": model_name,
             "dataset": {"digest": data.digest, "description": data.description}})
@@ -161,7 +165,8 @@ def register(ctx: StepContext, data, cfg: AveExperimentConfig, model_name: str,
         log.scores(registry.decision_metrics(record))
 
     inputs = {"dataset": data.digest, "checkpoint": model.digest(CHECKPOINT),
-              "labels": labels.digest(LABELS), "scores": evaluation.digest(SCORES)}
+              "labels": labels.digest(LABELS), "scores": evaluation.digest(SCORES),
+              "video_scores": evaluation.digest(VIDEO_SCORES)}
     config = {"model_name": model_name, "experiment": cfg, "format": REGISTER_FORMAT}
     return run_step(ctx, "register", config, inputs, compute,
                     params={**section_params(cfg.registry), "pipeline.model_name": model_name},

@@ -139,12 +139,21 @@ def video_scores(model, data: AveDataset, split: str = "val", device: str = "cpu
 def split_scores(model, data: AveDataset, device: str = "cpu") -> dict[str, dict[str, float]]:
     """{"val": {"accuracy": ..}, "test": {"accuracy": ..}}: segment accuracy (percent, pooled
     over the split's segments, the references' evaluation)."""
-    scores = {}
+    return scores_and_val_videos(model, data, device)[0]
+
+
+def scores_and_val_videos(model, data: AveDataset, device: str = "cpu"
+                          ) -> tuple[dict[str, dict[str, float]], np.ndarray]:
+    """`split_scores` and val's (N,) per-video accuracy (`video_scores`, what the gate
+    compares), from one prediction per split."""
+    scores, val_videos = {}, None
     for name in EVAL_SPLITS:
         split = split_tensors(data, name)
-        scores[name] = {"accuracy": ave_segment_accuracy(predict_segments(model, split, device),
-                                                         split.truth)}
-    return scores
+        predicted = predict_segments(model, split, device)
+        scores[name] = {"accuracy": ave_segment_accuracy(predicted, split.truth)}
+        if name == "val":
+            val_videos = video_accuracy(predicted, split.truth)
+    return scores, val_videos
 
 
 @dataclass(frozen=True)
