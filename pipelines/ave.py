@@ -24,6 +24,7 @@ from mlflow.pyfunc import PythonModel
 import vaplan
 from pipelines import commands, registry, tracking
 from pipelines.reuse import StepContext, StepLog, StepResult, run_step, section_params
+from pipelines.steps.common import VIDEO_SCORES  # here (N,) per-video val accuracy
 from vaplan.ave import experiment as ave
 from vaplan.ave.config import PROMOTE_METRIC, AveExperimentConfig
 from vaplan.config import NAME, Checked, flatten, from_dict, option, to_dict
@@ -36,7 +37,6 @@ from vaplan.store_uri import parse_model_uri, ui_links
 
 LABELS, THRESHOLDS = "labels/plg.parquet", "labels/thresholds.json"
 CHECKPOINT, SCORES = "checkpoint/ave.pt", "scores.json"
-VIDEO_SCORES = "video_scores_val.json"  # (N,) per-video val accuracy: the gate's candidate
 EVALUATE_FORMAT = 2  # 2: also writes VIDEO_SCORES
 STEP_NAMES = ("generate_labels", "train", "evaluate", "register")
 REGISTER_FORMAT = 2  # 2: gates on the evaluate step's VIDEO_SCORES

@@ -19,6 +19,9 @@ PLG_FILE, PLD_FILE, CHECKPOINT = "labels/plg.parquet", "labels/pld.parquet", "ch
 DENOISED_FILE = "labels/denoised.parquet"  # raw PLD output; PLD_FILE = the labels retrain uses
 MA_FILE = "labels/ma.parquet"  # labels.source=ma: MA's labels, each for all T segments
 VIDEO_FILE = "labels/video.parquet"  # labels.source=video: the weak labels y (no segments)
+# the evaluate step's per-video val scores, which the register step's gate resamples (LLP:
+# {score key: [..]}, AVE: [..] per-video accuracy)
+VIDEO_SCORES = "video_scores_val.json"
 LABEL_SPLITS = ("train", "val")  # pseudo labels are made for train (targets) and val (quality)
 
 

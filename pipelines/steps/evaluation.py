@@ -9,7 +9,8 @@ import mlflow
 
 from pipelines import registry, report
 from pipelines.reuse import StepContext, StepLog, StepResult, run_step, section_params
-from pipelines.steps.common import CHECKPOINT, DENOISED_FILE, PLD_FILE, PLG_FILE
+from pipelines.steps.common import (CHECKPOINT, DENOISED_FILE, PLD_FILE, PLG_FILE,
+                                   VIDEO_SCORES)
 from pipelines.steps.labels import CHOICE_FILE
 from vaplan import plots
 from vaplan.config import ExperimentConfig, to_dict
@@ -23,7 +24,6 @@ from vaplan.train import check_trained, evaluate_model, load_checkpoint, predict
 
 REGISTER_FORMAT = 4  # 4: the gate's candidate scores come from the evaluate step
 EVALUATE_FORMAT = 2  # 2: also the per-video val scores (VIDEO_SCORES)
-VIDEO_SCORES = "video_scores_val.json"  # {score key: [per-video val score, ...]}
 EVAL_SPLITS = ("val", "test")
 
 
